@@ -1,0 +1,38 @@
+"""A deterministic backend for tests: replies come from a function of the request.
+
+Never a default: configs cannot select it; tests pass it to the runner explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from teachloop.agents.backends.base import Backend, Completion, GenerationRequest, truncate_at_stop
+
+from teachloop.messages import Generation
+
+Responder = Callable[[GenerationRequest], str]
+
+
+class ScriptedBackend(Backend):
+    def __init__(self, respond: Responder, *, name: str = "scripted", delay_s: float = 0.0) -> None:
+        self.respond = respond
+        self.name = name
+        self.delay_s = delay_s
+        self.requests: list[GenerationRequest] = []
+
+    async def complete(self, request: GenerationRequest) -> Completion:
+        self.requests.append(request)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        text = truncate_at_stop(self.respond(request), request.stop)
+        return Completion(
+            text=text,
+            generation=Generation(
+                model=self.name,
+                endpoint="scripted",
+                prompt_tokens=len(request.prompt.split()),
+                completion_tokens=len(text.split()),
+            ),
+        )

@@ -1,0 +1,217 @@
+"""One lesson as a LangGraph state machine.
+
+    pick_topic -> ask -> answer -> critique -+-> update_mastery -+-> pick_topic (next question)
+                            ^                |                   +-> END (budget spent / mastered)
+                            +--- reteach <---+ (wrong, reteaches left)
+
+Every node is deterministic given the state (random choices are seeded by lesson and turn), so a
+lesson resumed from its last checkpoint continues exactly as it would have.
+"""
+
+from __future__ import annotations
+
+import operator
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Literal, TypedDict, TypeVar
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from teachloop.agents.mastery import BetaEstimate, MasteryModel, TopicState
+from teachloop.agents.student import Student
+from teachloop.agents.teacher import Teacher
+
+from teachloop.config import LessonConfig
+from teachloop.domains import Problem
+from teachloop.messages import (
+    Answer,
+    Critique,
+    ErrorCategory,
+    Generation,
+    Question,
+    Reteach,
+    Role,
+    Strategy,
+)
+from teachloop.records import AnyMessage, MasterySnapshot
+
+M = TypeVar("M", Question, Answer, Critique, Reteach)
+
+
+class LessonState(TypedDict):
+    run_id: str
+    lesson_id: str
+    lesson_index: int
+    started_at: datetime
+    start_mastery: MasteryModel  # the run's estimate when the lesson began
+    mastery: MasteryModel
+    messages: Annotated[list[AnyMessage], operator.add]
+    snapshots: Annotated[list[MasterySnapshot], operator.add]
+    topic: str
+    difficulty: int
+    problem: Problem | None
+    attempt: int
+    questions_asked: int
+
+
+def initial_state(
+    run_id: str, lesson_id: str, lesson_index: int, mastery: MasteryModel, now: datetime
+) -> LessonState:
+    return LessonState(
+        run_id=run_id,
+        lesson_id=lesson_id,
+        lesson_index=lesson_index,
+        started_at=now,
+        start_mastery=mastery,
+        mastery=mastery,
+        messages=[],
+        snapshots=[],
+        topic="",
+        difficulty=1,
+        problem=None,
+        attempt=0,
+        questions_asked=0,
+    )
+
+
+@dataclass(frozen=True)
+class LessonAgents:
+    teacher: Teacher
+    student: Student
+    topics: tuple[str, ...]
+    lesson: LessonConfig
+    seed: int
+
+
+def _rng(agents: LessonAgents, state: LessonState) -> random.Random:
+    return random.Random(f"{agents.seed}/{state['lesson_id']}/{len(state['messages'])}")
+
+
+def _last(messages: list[AnyMessage], kind: type[M]) -> M:
+    return next(m for m in reversed(messages) if isinstance(m, kind))
+
+
+def build_lesson_graph(
+    agents: LessonAgents, checkpointer: BaseCheckpointSaver | None = None
+) -> CompiledStateGraph:
+    teacher, student, cfg = agents.teacher, agents.student, agents.lesson
+
+    def pick_topic(state: LessonState) -> dict:
+        topic, difficulty = teacher.choose(
+            state["mastery"], agents.topics, cfg.mastery_target, _rng(agents, state)
+        )
+        return {"topic": topic, "difficulty": difficulty, "attempt": 0}
+
+    def ask(state: LessonState) -> dict:
+        problem = teacher.make_problem(state["topic"], state["difficulty"], _rng(agents, state))
+        question = teacher.ask(
+            problem,
+            run_id=state["run_id"],
+            lesson_id=state["lesson_id"],
+            turn=len(state["messages"]),
+            index=state["questions_asked"],
+        )
+        return {"problem": problem, "messages": [question]}
+
+    async def answer(state: LessonState) -> dict:
+        messages = state["messages"]
+        reteach = _last(messages, Reteach) if state["attempt"] > 0 else None
+        reply = await student.answer(_last(messages, Question), reteach, turn=len(messages))
+        return {"messages": [reply]}
+
+    async def critique(state: LessonState) -> dict:
+        messages = state["messages"]
+        assert state["problem"] is not None
+        verdict = await teacher.critique(
+            state["problem"], _last(messages, Question), _last(messages, Answer), turn=len(messages)
+        )
+        return {"messages": [verdict]}
+
+    async def reteach(state: LessonState) -> dict:
+        messages = state["messages"]
+        assert state["problem"] is not None
+        rng = _rng(agents, state)
+        strategy = state["mastery"].pick_strategy(state["topic"], rng)
+        lesson = await teacher.reteach(
+            state["problem"],
+            _last(messages, Question),
+            _last(messages, Answer),
+            strategy,
+            rng,
+            turn=len(messages),
+        )
+        return {"messages": [lesson], "attempt": state["attempt"] + 1}
+
+    def update_mastery(state: LessonState) -> dict:
+        question = _last(state["messages"], Question)
+        critiques = [
+            m
+            for m in state["messages"]
+            if isinstance(m, Critique) and m.question_id == question.message_id
+        ]
+        mastery = state["mastery"].record_answer(question.topic, critiques[0].correct)
+        if state["attempt"] > 0:  # a reteach happened: did it work?
+            used = _last(state["messages"], Reteach).strategy
+            mastery = mastery.record_reteach(question.topic, used, critiques[-1].correct)
+        topic_state = mastery.topic(question.topic)
+        snapshot = MasterySnapshot(
+            run_id=state["run_id"],
+            lesson_id=state["lesson_id"],
+            question_index=question.question_index,
+            topic=question.topic,
+            alpha=topic_state.estimate.alpha,
+            beta=topic_state.estimate.beta,
+            mean=topic_state.estimate.mean,
+            difficulty=topic_state.difficulty,
+        )
+        return {
+            "mastery": mastery,
+            "snapshots": [snapshot],
+            "questions_asked": state["questions_asked"] + 1,
+            "problem": None,
+        }
+
+    def after_critique(state: LessonState) -> Literal["reteach", "update_mastery"]:
+        last = _last(state["messages"], Critique)
+        if not last.correct and state["attempt"] < cfg.max_reteaches:
+            return "reteach"
+        return "update_mastery"
+
+    def after_update(state: LessonState) -> Literal["pick_topic", "__end__"]:
+        if lesson_finished(state, agents):
+            return END
+        return "pick_topic"
+
+    graph = StateGraph(LessonState)
+    graph.add_node("pick_topic", pick_topic)
+    graph.add_node("ask", ask)
+    graph.add_node("answer", answer)
+    graph.add_node("critique", critique)
+    graph.add_node("reteach", reteach)
+    graph.add_node("update_mastery", update_mastery)
+    graph.add_edge(START, "pick_topic")
+    graph.add_edge("pick_topic", "ask")
+    graph.add_edge("ask", "answer")
+    graph.add_edge("answer", "critique")
+    graph.add_conditional_edges("critique", after_critique)
+    graph.add_edge("reteach", "answer")
+    graph.add_conditional_edges("update_mastery", after_update)
+    return graph.compile(checkpointer=checkpointer)
+
+
+def lesson_finished(state: LessonState, agents: LessonAgents) -> bool:
+    return state["questions_asked"] >= agents.lesson.questions or state["mastery"].all_mastered(
+        agents.topics, agents.lesson.mastery_target
+    )
+
+
+# Types stored in checkpoints: allow-listed for LangGraph's msgpack deserializer.
+CHECKPOINT_TYPES: list[tuple[str, ...]] = [
+    (cls.__module__, cls.__name__)
+    for cls in (
+        *(Question, Answer, Critique, Reteach, Generation, Role, Strategy, ErrorCategory),
+        *(MasteryModel, TopicState, BetaEstimate, MasterySnapshot, Problem),
+    )
+]

@@ -1,0 +1,289 @@
+"""Drive many lessons concurrently and log them.
+
+Lessons run as asyncio tasks (at most ``concurrency`` at once), so their model requests overlap
+and backends can batch them. A LangGraph checkpointer (SQLite beside the database) records every
+step: rerunning with the same run id skips lessons already in the store and resumes the others
+from their last checkpoint. Finished lessons reach DuckDB through one writer that batches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph.state import CompiledStateGraph
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from teachloop.agents.backends import Backend, build_backends
+from teachloop.agents.mastery import MasteryModel
+from teachloop.agents.student import Student
+from teachloop.agents.teacher import Teacher
+from teachloop.graphs.lesson import (
+    CHECKPOINT_TYPES,
+    LessonAgents,
+    LessonState,
+    build_lesson_graph,
+    initial_state,
+)
+from teachloop.graphs.summary import RunResult, summarize
+from teachloop.store.store import Store
+
+from teachloop.config import RunConfig
+from teachloop.domains import DomainSet, builtin_domains, load_bank
+from teachloop.errors import BackendUnavailable
+from teachloop.messages import Critique
+from teachloop.records import EndReason, LessonLog, LessonRecord, LessonStatus, RunRecord
+
+_FLUSH_EVERY_S = 1.0
+
+
+def checkpoint_path(db: Path) -> Path:
+    return db.with_name(db.name + ".checkpoints.sqlite")
+
+
+def new_run_id() -> str:
+    return f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def lesson_id(run_id: str, index: int) -> str:
+    return f"{run_id}-L{index:05d}"
+
+
+def build_domains(config: RunConfig) -> DomainSet:
+    domains = DomainSet([*builtin_domains().values(), *(load_bank(p) for p in config.banks)])
+    for topic in config.topics:
+        domains.domain_for(topic)  # fail before any model loads if a topic is unknown
+    return domains
+
+
+def run_lessons(
+    config: RunConfig,
+    *,
+    teacher_backend: Backend | None = None,
+    student_backend: Backend | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Run ``config.lessons`` lessons and log them to ``config.db``; returns the run's summary.
+    Backends default to what the config describes (tests pass scripted ones)."""
+    return asyncio.run(
+        arun_lessons(
+            config,
+            teacher_backend=teacher_backend,
+            student_backend=student_backend,
+            progress=progress,
+        )
+    )
+
+
+async def arun_lessons(
+    config: RunConfig,
+    *,
+    teacher_backend: Backend | None = None,
+    student_backend: Backend | None = None,
+    progress: bool = True,
+) -> RunResult:
+    domains = build_domains(config)
+    store = Store(config.db)
+    run_id = config.run_id or new_run_id()
+    owned = teacher_backend is None and student_backend is None
+    if teacher_backend is None or student_backend is None:
+        built = build_backends(config.teacher, config.student)
+        teacher_backend = teacher_backend or built[0]
+        student_backend = student_backend or built[1]
+    try:
+        for backend in {id(b): b for b in (teacher_backend, student_backend)}.values():
+            await backend.check()
+        runner = _Runner(config, run_id, store, domains, teacher_backend, student_backend)
+        return await runner.run(progress=progress)
+    finally:
+        if owned:
+            for backend in {id(b): b for b in (teacher_backend, student_backend)}.values():
+                await backend.aclose()
+
+
+class _Runner:
+    def __init__(
+        self,
+        config: RunConfig,
+        run_id: str,
+        store: Store,
+        domains: DomainSet,
+        teacher_backend: Backend,
+        student_backend: Backend,
+    ) -> None:
+        self.config = config
+        self.run_id = run_id
+        self.store = store
+        self.agents = LessonAgents(
+            teacher=Teacher(
+                teacher_backend,
+                domains,
+                max_tokens=config.teacher.max_tokens,
+                temperature=config.teacher.temperature,
+            ),
+            student=Student(
+                student_backend,
+                max_tokens=config.student.max_tokens,
+                temperature=config.student.temperature,
+            ),
+            topics=config.topics,
+            lesson=config.lesson,
+            seed=config.seed,
+        )
+        self.pending: list[LessonLog] = []
+        self.failed: list[str] = []
+
+    async def run(self, *, progress: bool) -> RunResult:
+        cfg = self.config
+        started = time.perf_counter()
+        self.store.write_run(
+            RunRecord(
+                run_id=self.run_id,
+                lessons_planned=cfg.lessons,
+                teacher_model=cfg.teacher.model,
+                student_model=cfg.student.model,
+                config=cfg.model_dump_json(),
+            )
+        )
+        done = self.store.finished_lessons(self.run_id)
+        self.mastery = MasteryModel.from_counts(
+            *self.store.mastery_counts(self.run_id), start_difficulty=cfg.lesson.start_difficulty
+        )
+        todo = [i for i in range(cfg.lessons) if lesson_id(self.run_id, i) not in done]
+        status = "interrupted"
+        serde = JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES)
+        async with AsyncSqliteSaver.from_conn_string(str(checkpoint_path(cfg.db))) as saver:
+            saver.serde = serde
+            self.saver = saver
+            graph = build_lesson_graph(self.agents, saver)
+            flusher = asyncio.create_task(self._flush_periodically())
+            try:
+                with _progress(progress, cfg.lessons, len(done)) as bar:
+                    gate = asyncio.Semaphore(cfg.concurrency)
+
+                    async def one(index: int) -> None:
+                        async with gate:
+                            await self._lesson(graph, index)
+                        bar.advance()
+
+                    async with asyncio.TaskGroup() as tasks:
+                        for index in todo:
+                            tasks.create_task(one(index))
+                status = "failed" if self.failed else "complete"
+            except* BackendUnavailable as group:
+                status = "failed"
+                raise group.exceptions[0] from None
+            finally:
+                flusher.cancel()
+                await self._flush()  # whatever happened, logged lessons reach the store
+                self.store.finish_run(self.run_id, status)
+        return summarize(
+            self.store,
+            self.run_id,
+            self.mastery,
+            cfg.topics,
+            wall_time_s=time.perf_counter() - started,
+            lessons_resumed=len(done),
+        )
+
+    async def _lesson(self, graph: CompiledStateGraph, index: int) -> None:
+        lid = lesson_id(self.run_id, index)
+        thread = {"configurable": {"thread_id": lid}}
+        snapshot = await graph.aget_state(thread)
+        error: str | None = None
+        try:
+            if not snapshot.values:
+                start = initial_state(self.run_id, lid, index, self.mastery, datetime.now(UTC))
+                await graph.ainvoke(start, thread)
+            elif snapshot.next:  # interrupted mid-lesson: continue from the checkpoint
+                await graph.ainvoke(None, thread)
+        except BackendUnavailable:
+            raise
+        except Exception as e:  # one broken lesson must not end the run; its reason is logged
+            error = f"{type(e).__name__}: {e}".splitlines()[0]
+            self.failed.append(lid)
+        state: LessonState = (await graph.aget_state(thread)).values
+        if error is None:
+            self.mastery = self.mastery.absorbed(state["start_mastery"], state["mastery"])
+        self.pending.append(_lesson_log(state, error, self.config.lesson.questions))
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(_FLUSH_EVERY_S)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        await asyncio.to_thread(self.store.write_lessons, batch)
+        for log in batch:  # stored lessons need no checkpoint; keeps the file from growing
+            if log.lesson.status is LessonStatus.complete:
+                await self.saver.adelete_thread(log.lesson.lesson_id)
+
+
+def _lesson_log(state: LessonState, error: str | None, budget: int) -> LessonLog:
+    messages = state["messages"]
+    critiques = [m for m in messages if isinstance(m, Critique)]
+    first = {c.question_id: c.correct for c in critiques if c.attempt == 0}
+    final = {c.question_id: c.correct for c in critiques}  # later attempts overwrite
+    if error:
+        end_reason = EndReason.error
+    elif state["questions_asked"] >= budget:
+        end_reason = EndReason.budget
+    else:
+        end_reason = EndReason.mastered
+    record = LessonRecord(
+        lesson_id=state["lesson_id"],
+        run_id=state["run_id"],
+        lesson_index=state["lesson_index"],
+        status=LessonStatus.failed if error else LessonStatus.complete,
+        end_reason=end_reason,
+        # A failed lesson may stop before judging its last question: count judged ones.
+        questions=len(first),
+        correct_first=sum(first.values()),
+        correct_after_reteach=sum(final.values()) - sum(first.values()),
+        error=error,
+        started_at=state["started_at"],
+    )
+    return LessonLog(lesson=record, messages=messages, mastery=state["snapshots"])
+
+
+class _NoProgress:
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def advance(self) -> None:
+        return None
+
+
+class _Bar:
+    def __init__(self, total: int, completed: int) -> None:
+        self.progress = Progress(
+            TextColumn("lessons"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        self.task = self.progress.add_task("lessons", total=total, completed=completed)
+
+    def __enter__(self) -> _Bar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def advance(self) -> None:
+        self.progress.advance(self.task)
+
+
+def _progress(enabled: bool, total: int, completed: int) -> _Bar | _NoProgress:
+    return _Bar(total, completed) if enabled else _NoProgress()

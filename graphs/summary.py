@@ -1,0 +1,153 @@
+"""The end-of-run summary, aggregated in SQL from what the store holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+from rich.console import Console
+from rich.table import Table
+from teachloop.agents.mastery import MasteryModel
+from teachloop.store.store import Store
+
+
+class TopicSummary(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    questions: int
+    first_try_accuracy: float | None
+    after_reteach_accuracy: float | None
+    mastery: float  # the teacher's posterior mean of first-try success
+    difficulty: int  # where the teacher's staircase ended
+
+
+class RunResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    db: Path
+    status: str
+    lessons: int
+    lessons_failed: int
+    lessons_resumed: int  # already in the store when this invocation started
+    questions: int
+    first_try_accuracy: float | None
+    after_reteach_accuracy: float | None  # eventually correct, after at most max_reteaches
+    reteach_success_rate: float | None  # of first-try misses, the share fixed by reteaching
+    messages_by_kind: dict[str, int]
+    prompt_tokens: int
+    completion_tokens: int
+    wall_time_s: float
+    topics: list[TopicSummary]
+
+    def render(self, console: Console | None = None) -> None:
+        console = console or Console()
+
+        def pct(x: float | None) -> str:
+            return "-" if x is None else f"{x:.0%}"
+
+        table = Table(title=f"run {self.run_id}: {self.status}")
+        for col in ("topic", "questions", "first try", "after reteach", "mastery", "difficulty"):
+            table.add_column(col, justify="left" if col == "topic" else "right")
+        for t in self.topics:
+            table.add_row(
+                t.topic,
+                str(t.questions),
+                pct(t.first_try_accuracy),
+                pct(t.after_reteach_accuracy),
+                f"{t.mastery:.2f}",
+                str(t.difficulty),
+            )
+        table.add_row(
+            "all",
+            str(self.questions),
+            pct(self.first_try_accuracy),
+            pct(self.after_reteach_accuracy),
+            "",
+            "",
+            style="bold",
+        )
+        console.print(table)
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.messages_by_kind.items()))
+        tokens = self.prompt_tokens + self.completion_tokens
+        console.print(
+            f"lessons: {self.lessons} ({self.lessons_failed} failed, {self.lessons_resumed} "
+            f"resumed from an earlier invocation); messages: {kinds}\n"
+            f"reteach fixed {pct(self.reteach_success_rate)} of first-try misses; tokens: "
+            f"{tokens} ({self.completion_tokens} generated); wall time {self.wall_time_s:.1f} s\n"
+            f"log: {self.db}"
+        )
+
+
+_PER_QUESTION = """
+    SELECT question_id, any_value(topic) AS topic,
+           bool_or(correct) FILTER (WHERE attempt = 0) AS first_ok,
+           bool_or(correct) AS final_ok
+    FROM messages WHERE run_id = $run AND kind = 'critique' GROUP BY question_id
+"""
+
+
+def summarize(
+    store: Store,
+    run_id: str,
+    mastery: MasteryModel,
+    topics: tuple[str, ...],
+    *,
+    wall_time_s: float,
+    lessons_resumed: int,
+) -> RunResult:
+    run = store.query(
+        f"""
+        WITH q AS ({_PER_QUESTION})
+        SELECT (SELECT status FROM runs WHERE run_id = $run) AS status,
+               (SELECT count(*) FROM lessons WHERE run_id = $run) AS lessons,
+               (SELECT count(*) FROM lessons WHERE run_id = $run AND status <> 'complete')
+                   AS lessons_failed,
+               count(*) AS questions,
+               avg(first_ok::INT) AS first_try_accuracy,
+               avg(final_ok::INT) AS after_reteach_accuracy,
+               avg(final_ok::INT) FILTER (WHERE NOT first_ok) AS reteach_success_rate,
+               (SELECT coalesce(sum(prompt_tokens), 0) FROM messages WHERE run_id = $run)
+                   AS prompt_tokens,
+               (SELECT coalesce(sum(completion_tokens), 0) FROM messages WHERE run_id = $run)
+                   AS completion_tokens
+        FROM q
+        """,
+        {"run": run_id},
+    ).to_pylist()[0]
+    kinds = store.query(
+        "SELECT kind, count(*) AS n FROM messages WHERE run_id = $run GROUP BY kind",
+        {"run": run_id},
+    ).to_pylist()
+    per_topic = {
+        r["topic"]: r
+        for r in store.query(
+            f"""
+            WITH q AS ({_PER_QUESTION})
+            SELECT topic, count(*) AS questions, avg(first_ok::INT) AS first_try_accuracy,
+                   avg(final_ok::INT) AS after_reteach_accuracy
+            FROM q GROUP BY topic
+            """,
+            {"run": run_id},
+        ).to_pylist()
+    }
+    return RunResult(
+        run_id=run_id,
+        db=store.path,
+        lessons_resumed=lessons_resumed,
+        wall_time_s=wall_time_s,
+        messages_by_kind={k["kind"]: k["n"] for k in kinds},
+        topics=[
+            TopicSummary(
+                topic=t,
+                questions=per_topic.get(t, {}).get("questions", 0),
+                first_try_accuracy=per_topic.get(t, {}).get("first_try_accuracy"),
+                after_reteach_accuracy=per_topic.get(t, {}).get("after_reteach_accuracy"),
+                mastery=mastery.topic(t).estimate.mean,
+                difficulty=mastery.topic(t).difficulty,
+            )
+            for t in topics
+        ],
+        **run,
+    )

@@ -1,0 +1,116 @@
+"""Run configuration: one TOML file, validated by pydantic; unknown keys are errors."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from teachloop.errors import ConfigError
+
+EMBEDDED_MODEL = "embedded:gemma-3-270m"
+DEFAULT_TOPICS = (
+    "arithmetic.addition",
+    "arithmetic.subtraction",
+    "arithmetic.multiplication",
+    "units.length",
+    "units.mass",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EndpointConfig(_Strict):
+    """One OpenAI-compatible server (vLLM's, or any other)."""
+
+    url: str = Field(pattern=r"^https?://", description="base URL, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(description="the model name the server serves")
+    api_key: str = "EMPTY"
+    max_concurrency: int = Field(default=16, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+
+
+class AgentConfig(_Strict):
+    """Which model plays a role and how it generates."""
+
+    backend: Literal["transformers", "openai"] = "transformers"
+    model: str = Field(default=EMBEDDED_MODEL, description="embedded name or a model directory")
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    max_batch_size: int = Field(default=16, ge=1)
+    api: Literal["completions", "chat"] = "completions"
+    endpoints: tuple[EndpointConfig, ...] = ()
+    temperature: float = Field(default=0.0, ge=0.0)
+    max_tokens: int = Field(default=48, ge=1)
+
+    @model_validator(mode="after")
+    def _endpoints_match_backend(self) -> Self:
+        if self.backend == "openai" and not self.endpoints:
+            raise ValueError("backend 'openai' needs at least one [[...endpoints]] entry")
+        if self.backend == "transformers" and self.endpoints:
+            raise ValueError("endpoints are only used with backend = 'openai'")
+        return self
+
+
+class LessonConfig(_Strict):
+    questions: int = Field(default=4, ge=1, description="question budget per lesson")
+    max_reteaches: int = Field(default=1, ge=0, description="reteach rounds per wrong answer")
+    mastery_target: float = Field(default=0.9, gt=0.0, le=1.0)
+    start_difficulty: int = Field(default=1, ge=1, le=5)
+
+
+class RunConfig(_Strict):
+    db: Path = Path("teachloop.duckdb")
+    run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    lessons: int = Field(default=8, ge=1)
+    concurrency: int = Field(default=8, ge=1)
+    seed: int = 0
+    topics: tuple[str, ...] = DEFAULT_TOPICS
+    banks: tuple[Path, ...] = Field(default=(), description="JSONL question banks")
+    lesson: LessonConfig = LessonConfig()
+    teacher: AgentConfig = AgentConfig(max_tokens=48)
+    student: AgentConfig = AgentConfig(max_tokens=12)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunConfig:
+        """Load a TOML config. Relative paths inside it are relative to the file."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+        base = path.parent
+        if "banks" in data and isinstance(data["banks"], list):
+            data["banks"] = [str(base / b) for b in data["banks"]]
+        if "db" in data and isinstance(data["db"], str):
+            data["db"] = str(base / data["db"])
+        return cls.validated(data, source=str(path))
+
+    @classmethod
+    def validated(cls, data: dict, source: str = "config") -> RunConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(f"{source}: {_first_error(e)}") from None
+
+    def with_overrides(self, **changes: object) -> RunConfig:
+        """A copy with the given fields replaced (None values are ignored), re-validated."""
+        data = self.model_dump()
+        data.update({k: v for k, v in changes.items() if v is not None})
+        return RunConfig.validated(data, source="overrides")
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "config"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling)"
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    return f"{where}: {msg}{more}"

@@ -1,0 +1,76 @@
+"""Log records besides messages: what a run, a lesson and a mastery update leave in the store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from teachloop.messages import Answer, Critique, Question, Reteach, utcnow
+
+AnyMessage = Question | Answer | Critique | Reteach
+
+
+class LessonStatus(StrEnum):
+    complete = "complete"
+    failed = "failed"  # an error ended it; the reason is in `error`
+    interrupted = "interrupted"  # stopped by the user; a rerun with the same run id resumes it
+
+
+class EndReason(StrEnum):
+    budget = "budget"  # the question budget is spent
+    mastered = "mastered"  # every topic reached the mastery target
+    error = "error"
+    interrupted = "interrupted"
+
+
+class MasterySnapshot(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    lesson_id: str
+    question_index: int
+    topic: str
+    alpha: float
+    beta: float
+    mean: float
+    difficulty: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LessonRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lesson_id: str
+    run_id: str
+    lesson_index: int
+    status: LessonStatus
+    end_reason: EndReason
+    questions: int
+    correct_first: int
+    correct_after_reteach: int
+    error: str | None = None
+    started_at: datetime
+    finished_at: datetime = Field(default_factory=utcnow)
+
+
+class LessonLog(BaseModel):
+    """Everything one lesson leaves in the store, written in one transaction."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lesson: LessonRecord
+    messages: list[AnyMessage]
+    mastery: list[MasterySnapshot]
+
+
+class RunRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    started_at: datetime = Field(default_factory=utcnow)
+    lessons_planned: int
+    teacher_model: str
+    student_model: str
+    config: str = Field(description="the run's config as JSON")
