@@ -199,7 +199,10 @@ class _Runner:
             if not snapshot.values:
                 start = initial_state(self.run_id, lid, index, self.mastery, datetime.now(UTC))
                 await graph.ainvoke(start, thread)
-            elif snapshot.next:  # interrupted mid-lesson: continue from the checkpoint
+            elif snapshot.tasks:
+                # Interrupted mid-lesson: continue from the checkpoint. `tasks`, not `next`: a
+                # task whose writes were saved before the kill is no longer in `next`, but its
+                # writes are not applied to the state until the graph resumes.
                 await graph.ainvoke(None, thread)
         except BackendUnavailable:
             raise

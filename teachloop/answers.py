@@ -167,13 +167,30 @@ def _number_in_answer_line(line: str) -> str | None:
     return _number_after_last_equals(line) or _first_number(line)
 
 
+def _looks_like_question(text: str) -> bool:
+    # "5?" is an unsure answer, "What is 47 + 385?" an echoed question: tell them apart by words.
+    return len(text.split()) >= 3
+
+
+def _is_question(line: str) -> bool:
+    """An echoed question: "Question: ...", "Q3.", or a sentence ending in "?"."""
+    stripped = line.rstrip()
+    return bool(_QUESTION_LINE.match(line)) or (
+        stripped.endswith("?") and _looks_like_question(stripped)
+    )
+
+
 def _answer_region(text: str) -> str:
     """Drop an echoed question at the start and anything after the model starts a new one."""
     lines = text.splitlines()
     start = 0
     while start < len(lines) and (
         not lines[start].strip()
-        or (_QUESTION_LINE.match(lines[start]) and not _ANSWER_MARKER.search(lines[start]))
+        or (
+            _is_question(lines[start])
+            and not _ANSWER_MARKER.search(lines[start])
+            and not lines[start].rpartition("?")[2].strip()  # "Q: ...? 7" carries an answer
+        )
     ):
         start += 1
     if start == len(lines):  # nothing but question lines: better than nothing
@@ -181,13 +198,19 @@ def _answer_region(text: str) -> str:
     end = start + 1
     while end < len(lines) and not _QUESTION_LINE.match(lines[end]):
         end += 1
-    return "\n".join(lines[start:end])
+    first, *rest = lines[start:end]
+    # "What is 47 + 385? 432" on one line: the answer follows the echoed question.
+    asked, mark, after = first.rpartition("?")
+    if mark and after.strip() and _looks_like_question(asked) and not _ANSWER_MARKER.search(asked):
+        first = after
+    return "\n".join([first, *rest])
 
 
 def _clean_text_answer(text: str) -> str | None:
-    line = text.strip().strip("*_`\"'").strip()
-    line = line.rstrip(_TRAILING_PUNCT + "*_`\"'}").strip().lower()
-    return line or None
+    line = text.strip().strip("*`\"'").strip()
+    line = line.rstrip(_TRAILING_PUNCT + "*`\"'}").strip().lower()
+    value = parse_number(line)  # unwrapping can reveal a number: keep the result canonical
+    return canonical_number(value) if value is not None else (line or None)
 
 
 def extract_final_answer(text: str) -> str | None:

@@ -64,7 +64,12 @@ EXTRACTION_CASES = [
     ("3.5 m = 3.5 × 100 cm = 350 cm", "350"),
     # leading junk, and a base model running on into its next few-shot question
     ("Hmm, let me think. 7 apples", "7"),
-    ("What is 47 + 385?\n\n432", "47"),  # no marker, no "=": the first number it is
+    ("What is 47 + 385?\n\n432", "432"),  # an echoed question is skipped
+    ("Is it 5?", "5"),  # ... unless it is all there is
+    ("5?\nI think so.", "5"),  # an unsure answer is not a question
+    ("What is 47 + 385? 432", "432"),
+    ("What is 47 + 385? The answer is 432.", "432"),
+    ("Q: What is 3 + 4? A: 7", "7"),
     ("Question: What is 47 + 385?\n432", "432"),
     ("Question: What is 47 + 385?\nAnswer: 432\nQuestion: What is 3 + 4?\nAnswer: 7", "432"),
     ("432\nQuestion: What is 5 + 6?\n5 + 6 = 11", "432"),
@@ -103,7 +108,10 @@ def test_extract_final_answer(text: str, expected: str | None) -> None:
         ("$3", Decimal(3)),
         ("50%", Decimal(50)),
         ("  0.1 ", Decimal("0.1")),
-        ("123456789012345678901234567890.123456789", Decimal("123456789012345678901234567890.123456789")),
+        (
+            "123456789012345678901234567890.123456789",
+            Decimal("123456789012345678901234567890.123456789"),
+        ),
     ],
 )
 def test_parse_number(text: str, expected: Decimal) -> None:

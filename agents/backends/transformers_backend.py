@@ -1,0 +1,374 @@
+"""In-process generation with transformers: the embedded default, so a fresh machine needs no
+server. Concurrent ``complete()`` calls are queued and one worker task batches them into a
+single ``model.generate`` call (run in a thread so the event loop stays responsive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from teachloop.agents.backends.base import (
+    Backend,
+    Completion,
+    GenerationRequest,
+    truncate_at_stop,
+)
+
+from teachloop.errors import BackendUnavailable
+from teachloop.messages import Generation
+
+ENDPOINT = "in-process"
+JSON_ATTEMPTS = 3
+# Added to the temperature on each structured-output retry: a greedy retry would repeat itself.
+JSON_RETRY_TEMPERATURE_STEP = 0.4
+
+
+@dataclass(eq=False)  # identity comparison: the worker removes batched items from its backlog
+class _Pending:
+    request: GenerationRequest
+    future: asyncio.Future[_RowResult]
+    enqueued_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class _RowResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def _batch_key(request: GenerationRequest) -> tuple[bool, float]:
+    """Requests sharing a key can share one generate call (one sampling setup per call)."""
+    return (request.temperature > 0, request.temperature)
+
+
+class TransformersBackend(Backend):
+    """A causal LM loaded from a local HF directory, batching concurrent requests.
+
+    The model loads on first use (or in ``check()``), in a worker thread. Per-request stop
+    strings and ``max_tokens`` are enforced per row during generation, so a request's output in
+    a batch matches its output alone (greedy) and the batch ends as soon as every row is done.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        dtype: str = "bfloat16",
+        max_batch_size: int = 16,
+        batch_window_s: float = 0.02,
+        name: str | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.model_dir = Path(model_dir)
+        self.dtype = dtype
+        self.max_batch_size = max_batch_size
+        self.batch_window_s = batch_window_s
+        self.name = name or self.model_dir.name
+        self.generate_calls = 0  # observability: how many batches ran
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._load_lock = threading.Lock()  # a thread lock: loading runs in worker threads
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        await asyncio.to_thread(self._load)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        worker, self._worker = self._worker, None
+        if worker is not None and not worker.done():
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        if self._queue is not None:
+            self._fail_queued(BackendUnavailable(f"backend {self.name} was closed"))
+
+    def _load(self) -> None:
+        """Load tokenizer and model once (blocking; call in a thread)."""
+        with self._load_lock:
+            if self._model is not None:
+                return
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            try:
+                import torch
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+                model = AutoModelForCausalLM.from_pretrained(
+                    self.model_dir, dtype=getattr(torch, self.dtype), local_files_only=True
+                )
+            except Exception as err:
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+                raise BackendUnavailable(
+                    f"cannot load model from {self.model_dir}: {reason}"
+                ) from err
+            model.eval()
+            if tokenizer.pad_token_id is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            self._tokenizer = tokenizer
+            self._model = model
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def complete(self, request: GenerationRequest) -> Completion:
+        if request.json_schema is not None:
+            return await self._complete_json(request)
+        started = time.monotonic()
+        row = await self._submit(request)
+        return Completion(
+            text=row.text,
+            generation=Generation(
+                model=self.name,
+                endpoint=ENDPOINT,
+                prompt_tokens=row.prompt_tokens,
+                completion_tokens=row.completion_tokens,
+                latency_s=time.monotonic() - started,
+            ),
+        )
+
+    async def _complete_json(self, request: GenerationRequest) -> Completion:
+        """No constrained decoding in-process: generate, check, retry hotter.
+
+        Returns the first reply that holds a JSON object with the schema's required keys (just
+        that JSON text), else the last raw reply for the caller to record as a failure. Token
+        counts and latency add up all attempts: they are what the reply cost.
+        """
+        schema = request.json_schema or {}
+        required = [k for k in schema.get("required", []) if isinstance(k, str)]
+        started = time.monotonic()
+        prompt_tokens = completion_tokens = 0
+        text = ""
+        for attempt in range(JSON_ATTEMPTS):
+            temperature = request.temperature + attempt * JSON_RETRY_TEMPERATURE_STEP
+            attempt_request = request.model_copy(
+                update={"json_schema": None, "temperature": temperature}
+            )
+            row = await self._submit(attempt_request)
+            prompt_tokens += row.prompt_tokens
+            completion_tokens += row.completion_tokens
+            text = row.text
+            found = extract_json_object(text, required)
+            if found is not None:
+                text = found
+                break
+        return Completion(
+            text=text,
+            generation=Generation(
+                model=self.name,
+                endpoint=ENDPOINT,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                latency_s=time.monotonic() - started,
+            ),
+        )
+
+    async def _submit(self, request: GenerationRequest) -> _RowResult:
+        if self._closed:
+            raise BackendUnavailable(f"backend {self.name} was closed")
+        queue = self._ensure_worker()
+        future: asyncio.Future[_RowResult] = asyncio.get_running_loop().create_future()
+        queue.put_nowait(_Pending(request, future))
+        return await future
+
+    def _ensure_worker(self) -> asyncio.Queue[_Pending]:
+        """Start the worker on the running loop (again, if a previous loop went away)."""
+        loop = asyncio.get_running_loop()
+        if self._queue is None or self._loop is not loop or self._worker is None:
+            self._loop = loop
+            self._queue = asyncio.Queue()
+            self._worker = None
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._run_worker(self._queue), name=f"{self.name}-gen")
+        return self._queue
+
+    # -- the worker --------------------------------------------------------------------------
+
+    async def _run_worker(self, queue: asyncio.Queue[_Pending]) -> None:
+        backlog: list[_Pending] = []
+        try:
+            while True:
+                if not backlog:
+                    backlog.append(await queue.get())
+                    # Let concurrent callers join this batch.
+                    deadline = time.monotonic() + self.batch_window_s
+                    while len(backlog) < self.max_batch_size:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        try:
+                            backlog.append(await asyncio.wait_for(queue.get(), remaining))
+                        except TimeoutError:
+                            break
+                while not queue.empty():  # whatever arrived while the last batch ran
+                    backlog.append(queue.get_nowait())
+                backlog = [p for p in backlog if not p.future.done()]  # drop cancelled callers
+                if not backlog:
+                    continue
+                # Oldest request first; it takes compatible requests with it.
+                key = _batch_key(backlog[0].request)
+                batch = [p for p in backlog if _batch_key(p.request) == key][: self.max_batch_size]
+                backlog = [p for p in backlog if p not in batch]
+                await self._run_batch(batch)
+        except asyncio.CancelledError:
+            self._fail(backlog, BackendUnavailable(f"backend {self.name} was closed"))
+            raise
+        except BaseException as err:  # a bug here must not leave callers waiting forever
+            self._fail(backlog, err)
+            self._fail_queued(err)
+            raise
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        try:
+            await asyncio.to_thread(self._load)
+            self.generate_calls += 1
+            rows = await asyncio.to_thread(self._generate, [p.request for p in batch])
+        except BaseException as err:
+            # Cancelled (aclose) while generate ran: callers in this batch must not hang either.
+            closed = BackendUnavailable(f"backend {self.name} was closed")
+            self._fail(batch, err if isinstance(err, Exception) else closed)
+            if not isinstance(err, Exception):
+                raise
+            return
+        for pending, row in zip(batch, rows, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(row)
+
+    @staticmethod
+    def _fail(pendings: list[_Pending], err: BaseException) -> None:
+        for pending in pendings:
+            if not pending.future.done():
+                pending.future.set_exception(err)
+
+    def _fail_queued(self, err: BaseException) -> None:
+        queue = self._queue
+        while queue is not None and not queue.empty():
+            self._fail([queue.get_nowait()], err)
+
+    # -- generation (runs in a thread) -------------------------------------------------------
+
+    def _generate(self, requests: list[GenerationRequest]) -> list[_RowResult]:
+        """One generate call for compatible requests; left padding so all rows end together."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        tokenizer, model = self._tokenizer, self._model
+        encoded = tokenizer(
+            [r.prompt for r in requests],
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+        )
+        input_ids = encoded["input_ids"].to(model.device)
+        attention_mask = encoded["attention_mask"].to(model.device)
+        prompt_len = input_ids.shape[1]
+        rows = _RowStops(tokenizer, requests, prompt_len)
+        temperature = requests[0].temperature
+        sampling: dict[str, Any] = (
+            {"do_sample": True, "temperature": temperature, "top_k": None, "top_p": None}
+            if temperature > 0
+            else {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
+        )
+        with torch.inference_mode():
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=max(r.max_tokens for r in requests),
+                stopping_criteria=StoppingCriteriaList([rows]),
+                pad_token_id=tokenizer.pad_token_id,
+                **sampling,
+            )
+        eos_ids = _eos_ids(model, tokenizer)
+        results = []
+        for i, request in enumerate(requests):
+            new_tokens = output[i, prompt_len:].tolist()
+            n = rows.finished_at[i] or len(new_tokens)
+            # A row that ended on EOS was stopped by generate, not by us: cut after the EOS.
+            for j, tok in enumerate(new_tokens[:n]):
+                if tok in eos_ids:
+                    n = j + 1
+                    break
+            text = tokenizer.decode(new_tokens[:n], skip_special_tokens=True)
+            results.append(
+                _RowResult(
+                    text=truncate_at_stop(text, request.stop),
+                    prompt_tokens=int(attention_mask[i].sum()),
+                    completion_tokens=n,
+                )
+            )
+        return results
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(v for v in value if isinstance(v, int))
+    return ids
+
+
+class _RowStops:
+    """A stopping criterion with each row's own stop strings and max_tokens.
+
+    generate's built-in ``stop_strings`` apply one list to the whole batch, which would stop a
+    row on another request's stop string; this checks each row against its own. It only decodes
+    the last few tokens of each row per step, enough to contain any of its stop strings.
+    """
+
+    def __init__(self, tokenizer: Any, requests: list[GenerationRequest], prompt_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.stops = [r.stop for r in requests]
+        self.max_tokens = [r.max_tokens for r in requests]
+        # Every token decodes to at least one character, give or take byte-fallback pieces.
+        self.windows = [max((len(s) for s in r.stop), default=0) + 4 for r in requests]
+        self.prompt_len = prompt_len
+        self.finished_at: list[int | None] = [None] * len(requests)
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        generated = input_ids.shape[1] - self.prompt_len
+        done = []
+        for i, stops in enumerate(self.stops):
+            if self.finished_at[i] is None:
+                hit = generated >= self.max_tokens[i]
+                if not hit and stops:
+                    start = max(self.prompt_len, input_ids.shape[1] - self.windows[i])
+                    tail = input_ids[i, start:]
+                    text = self.tokenizer.decode(tail.tolist(), skip_special_tokens=False)
+                    hit = any(s in text for s in stops)
+                if hit:
+                    self.finished_at[i] = generated
+            done.append(self.finished_at[i] is not None)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def extract_json_object(text: str, required: list[str]) -> str | None:
+    """The first ``{...}`` span of ``text`` that parses as a JSON object with ``required`` keys."""
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    while start >= 0:
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except ValueError:
+            value, end = None, start
+        if isinstance(value, dict) and all(k in value for k in required):
+            return text[start:end]
+        start = text.find("{", start + 1)
+    return None

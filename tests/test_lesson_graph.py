@@ -1,0 +1,99 @@
+"""The lesson graph's branches, driven by scripted students of known behaviour."""
+
+from datetime import UTC, datetime
+
+from conftest import current_question, teacher_reply
+from teachloop.agents.backends.base import GenerationRequest
+from teachloop.agents.backends.scripted import ScriptedBackend
+from teachloop.agents.mastery import MasteryModel
+from teachloop.agents.student import Student
+from teachloop.agents.teacher import Teacher
+from teachloop.graphs.lesson import LessonAgents, build_lesson_graph, initial_state
+
+from teachloop.config import LessonConfig
+from teachloop.domains import DomainSet, builtin_domains
+from teachloop.messages import Answer, Critique, Question, Reteach
+
+ADD = ("arithmetic.addition",)
+
+
+async def run_lesson(respond, lesson: LessonConfig, topics=ADD) -> list:
+    agents = LessonAgents(
+        teacher=Teacher(ScriptedBackend(teacher_reply), DomainSet(builtin_domains().values())),
+        student=Student(ScriptedBackend(respond)),
+        topics=topics,
+        lesson=lesson,
+        seed=0,
+    )
+    graph = build_lesson_graph(agents)
+    state = initial_state("r", "r-L00000", 0, MasteryModel(), datetime.now(UTC))
+    final = await graph.ainvoke(state)
+    return final["messages"]
+
+
+def solve(question: str) -> int:
+    a, b = question.removeprefix("What is ").removesuffix("?").split(" + ")
+    return int(a) + int(b)
+
+
+def right(request: GenerationRequest) -> str:
+    return f" {solve(current_question(request.prompt))}"
+
+
+def wrong(request: GenerationRequest) -> str:
+    return " -1"
+
+
+def right_after_reteach(request: GenerationRequest) -> str:
+    return right(request) if "Teacher:" in request.prompt else wrong(request)
+
+
+def kinds(messages: list) -> list[str]:
+    return [m.kind for m in messages]
+
+
+async def test_correct_answers_need_no_reteach_and_budget_ends_lesson() -> None:
+    messages = await run_lesson(right, LessonConfig(questions=3, mastery_target=1.0))
+    assert kinds(messages) == ["question", "answer", "critique"] * 3
+    assert all(m.correct for m in messages if isinstance(m, Critique))
+    assert [m.turn for m in messages] == list(range(9))
+
+
+async def test_wrong_answer_is_retaught_then_answered_again() -> None:
+    messages = await run_lesson(right_after_reteach, LessonConfig(questions=1, max_reteaches=2))
+    assert kinds(messages) == ["question", "answer", "critique", "reteach", "answer", "critique"]
+    question, first, c0, reteach, second, c1 = messages
+    assert isinstance(reteach, Reteach) and reteach.attempt == 1
+    assert isinstance(second, Answer) and second.attempt == 1
+    assert "Teacher:" in second.prompt and "Teacher:" not in first.prompt
+    assert (c0.correct, c1.correct) == (False, True)
+    assert c1.answer_id == second.message_id and c1.question_id == question.message_id
+
+
+async def test_retries_stop_at_max_reteaches() -> None:
+    messages = await run_lesson(wrong, LessonConfig(questions=1, max_reteaches=2))
+    assert kinds(messages).count("reteach") == 2
+    assert [m.attempt for m in messages if isinstance(m, Answer)] == [0, 1, 2]
+    none = await run_lesson(wrong, LessonConfig(questions=2, max_reteaches=0))
+    assert kinds(none) == ["question", "answer", "critique"] * 2
+
+
+async def test_lesson_ends_early_once_every_topic_is_mastered() -> None:
+    messages = await run_lesson(right, LessonConfig(questions=20, mastery_target=0.75))
+    questions = [m for m in messages if isinstance(m, Question)]
+    # Beta(1,1) prior: after 3 straight successes the mean is 0.8 >= 0.75 with enough evidence.
+    assert len(questions) == 3
+
+
+async def test_questions_get_harder_as_the_student_succeeds() -> None:
+    messages = await run_lesson(right, LessonConfig(questions=5, mastery_target=1.0))
+    assert [m.difficulty for m in messages if isinstance(m, Question)] == [1, 2, 3, 4, 5]
+
+
+async def test_wrong_answer_gets_llm_feedback_and_a_category() -> None:
+    messages = await run_lesson(wrong, LessonConfig(questions=1, max_reteaches=0))
+    critique = messages[2]
+    assert isinstance(critique, Critique)
+    assert critique.feedback == "Look at each place value in turn."
+    assert critique.generation is not None
+    assert critique.error_category.value in {"sign", "wrong", "close", "magnitude"}

@@ -1,0 +1,176 @@
+"""Whole runs on scripted backends against a real DuckDB file."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import adds_only_student
+from teachloop.agents.backends.base import GenerationRequest
+from teachloop.agents.backends.scripted import ScriptedBackend
+from teachloop.graphs.runner import checkpoint_path
+
+from teachloop import Store, run_lessons
+from teachloop.errors import BackendUnavailable
+
+TESTS = Path(__file__).parent
+
+
+def test_run_logs_every_message_and_summarizes(make_config, scripted) -> None:
+    config = make_config(lessons=4)
+    result = run_lessons(
+        config, teacher_backend=scripted[0], student_backend=scripted[1], progress=False
+    )
+    store = Store(config.db)
+    counts = dict(
+        store.query("SELECT kind, count(*) FROM messages GROUP BY kind").to_pylist()
+        and [
+            tuple(r.values())
+            for r in store.query(
+                "SELECT kind, count(*) AS n FROM messages GROUP BY kind"
+            ).to_pylist()
+        ]
+    )
+    assert set(counts) == {"question", "answer", "critique", "reteach"}
+    assert result.messages_by_kind == counts
+    assert result.lessons == 4 and result.lessons_failed == 0 and result.status == "complete"
+    assert result.questions == counts["question"] == 4 * config.lesson.questions
+    # The scripted student gets exactly the addition questions right, and reteaching never helps.
+    add = next(t for t in result.topics if t.topic == "arithmetic.addition")
+    mul = next(t for t in result.topics if t.topic == "arithmetic.multiplication")
+    assert add.first_try_accuracy == 1.0 and mul.first_try_accuracy == 0.0
+    assert result.reteach_success_rate == 0.0
+    assert mul.mastery < 0.3 < 0.6 < add.mastery
+    # every answer is judged; every wrong first answer is retaught once
+    assert counts["answer"] == counts["critique"] == counts["question"] + counts["reteach"]
+    assert result.prompt_tokens > 0 and result.completion_tokens > 0
+    lessons = store.query("SELECT * FROM lessons ORDER BY lesson_index").to_pylist()
+    assert [r["lesson_id"] for r in lessons] == [f"test-run-L{i:05d}" for i in range(4)]
+    assert all(r["status"] == "complete" and r["end_reason"] == "budget" for r in lessons)
+    assert sum(r["correct_first"] for r in lessons) == add.questions
+    snapshots = store.query("SELECT count(*) AS n FROM mastery").to_pylist()[0]["n"]
+    assert snapshots == result.questions
+
+
+def test_teacher_spends_the_budget_on_the_weak_topic(make_config, scripted) -> None:
+    config = make_config(lessons=6, concurrency=1)
+    result = run_lessons(
+        config, teacher_backend=scripted[0], student_backend=scripted[1], progress=False
+    )
+    per_topic = {t.topic: t.questions for t in result.topics}
+    assert per_topic["arithmetic.multiplication"] >= 3 * per_topic["arithmetic.addition"]
+
+
+def test_transcript_round_trips_what_was_logged(make_config, scripted) -> None:
+    config = make_config(lessons=1)
+    run_lessons(config, teacher_backend=scripted[0], student_backend=scripted[1], progress=False)
+    store = Store(config.db)
+    transcript = store.transcript("test-run-L00000")
+    payloads = store.query("SELECT payload FROM messages ORDER BY turn").column("payload")
+    assert [m.model_dump_json() for m in transcript] == payloads.to_pylist()
+    assert [m.turn for m in transcript] == list(range(len(transcript)))
+
+
+def test_rerun_of_a_finished_run_changes_nothing(make_config, scripted) -> None:
+    config = make_config(lessons=3)
+    run_lessons(config, teacher_backend=scripted[0], student_backend=scripted[1], progress=False)
+    calls = len(scripted[1].requests)
+    again = run_lessons(
+        config, teacher_backend=scripted[0], student_backend=scripted[1], progress=False
+    )
+    assert len(scripted[1].requests) == calls  # no work repeated
+    assert again.lessons_resumed == 3
+    n = Store(config.db).query("SELECT count(*) AS n FROM messages").to_pylist()[0]["n"]
+    assert n == sum(again.messages_by_kind.values())
+
+
+def test_a_failing_lesson_is_logged_and_the_run_goes_on(make_config, scripted) -> None:
+    calls = {"n": 0}
+
+    def flaky(request: GenerationRequest) -> str:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("model exploded")
+        return adds_only_student(request)
+
+    config = make_config(lessons=6, topics=("arithmetic.addition",))
+    result = run_lessons(
+        config, teacher_backend=scripted[0], student_backend=ScriptedBackend(flaky), progress=False
+    )
+    rows = (
+        Store(config.db)
+        .query("SELECT status, error, questions FROM lessons ORDER BY lesson_index")
+        .to_pylist()
+    )
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 1
+    assert failed[0]["error"] == "RuntimeError: model exploded"
+    assert result.lessons == 6 and result.lessons_failed == 1
+    assert result.status == "failed"
+
+
+def test_unavailable_backend_stops_the_run_and_keeps_logged_lessons(make_config, scripted):
+    calls = {"n": 0}
+
+    def dies(request: GenerationRequest) -> str:
+        calls["n"] += 1
+        if calls["n"] > 12:
+            raise BackendUnavailable("student endpoint http://127.0.0.1:9/v1 went away")
+        return adds_only_student(request)
+
+    config = make_config(lessons=8, concurrency=1)
+    with pytest.raises(BackendUnavailable, match="went away"):
+        run_lessons(
+            config,
+            teacher_backend=scripted[0],
+            student_backend=ScriptedBackend(dies),
+            progress=False,
+        )
+    store = Store(config.db)
+    assert store.query("SELECT status FROM runs").to_pylist() == [{"status": "failed"}]
+    assert len(store.finished_lessons("test-run")) >= 1
+
+
+def _finished(db: Path) -> int:
+    return len(Store(db).finished_lessons("killed-run")) if db.exists() else 0
+
+
+def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
+    db = tmp_path / "killed.duckdb"
+    lessons = 16
+    cmd = [sys.executable, str(TESTS / "scripted_run.py"), str(db), str(lessons), "0.04"]
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    for wanted in (2, 6):  # kill twice, each time with lessons in flight
+        child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while _finished(db) < wanted and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert checkpoint_path(db).exists()
+    finished = _finished(db)
+    assert 6 <= finished < lessons, "the kills should land mid-run"
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    assert f"lessons={lessons}" in out
+    assert int(out.split("resumed=")[1].split()[0]) == finished
+    store = Store(db)
+    rows = store.query("""
+        SELECT count(*) AS messages, count(DISTINCT message_id) AS ids,
+               count(DISTINCT lesson_id) AS lessons
+        FROM messages""").to_pylist()[0]
+    assert rows["messages"] == rows["ids"]
+    assert rows["lessons"] == lessons
+    # every lesson is complete, with its turns contiguous from 0 and every question judged
+    per_lesson = store.query("""
+        SELECT l.lesson_id, l.status, count(*) AS n, max(m.turn) AS last,
+               count(*) FILTER (WHERE kind = 'question') AS questions,
+               count(*) FILTER (WHERE kind = 'critique' AND attempt = 0) AS judged
+        FROM lessons l JOIN messages m USING (lesson_id) GROUP BY ALL""").to_pylist()
+    assert len(per_lesson) == lessons
+    for lesson in per_lesson:
+        assert lesson["status"] == "complete"
+        assert lesson["n"] == lesson["last"] + 1
+        assert lesson["questions"] == lesson["judged"] == 4

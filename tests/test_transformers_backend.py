@@ -1,0 +1,335 @@
+"""The in-process transformers backend (on a tiny random model) and embedded-model preparation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from teachloop.agents import embedded
+from teachloop.agents.backends.base import Completion, GenerationRequest
+from teachloop.agents.backends.transformers_backend import (
+    TransformersBackend,
+    _RowResult,
+    extract_json_object,
+)
+from tiny_model import build_tiny_model
+
+from teachloop.errors import BackendUnavailable, ConfigError
+
+PROMPTS = [
+    "Question: What is 2 + 3?\nAnswer:",
+    "Hi",
+    "Question: What is the sum of 12 and 99, and then times 7 minus 4?\nAnswer:",
+    "Answer: 42",
+    "What is",
+]
+TIMEOUT_S = 60.0
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-gemma"))
+
+
+@pytest.fixture
+async def backend(tiny_dir: Path) -> AsyncIterator[TransformersBackend]:
+    # float32: batched vs. alone must be bit-identical for the equality tests.
+    b = TransformersBackend(tiny_dir, dtype="float32", batch_window_s=0.05, name="tiny")
+    await b.check()
+    yield b
+    await b.aclose()
+
+
+def count_generate(backend: TransformersBackend) -> list[int]:
+    """Wrap the loaded model's generate; the list collects each call's batch size."""
+    calls: list[int] = []
+    original = backend._model.generate
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["input_ids"].shape[0])
+        return original(*args, **kwargs)
+
+    backend._model.generate = wrapped
+    return calls
+
+
+async def run_all(backend: TransformersBackend, requests: list[GenerationRequest]) -> list[Any]:
+    return await asyncio.wait_for(
+        asyncio.gather(*(backend.complete(r) for r in requests), return_exceptions=True),
+        TIMEOUT_S,
+    )
+
+
+async def run_alone(
+    backend: TransformersBackend, requests: list[GenerationRequest]
+) -> list[Completion]:
+    return [await asyncio.wait_for(backend.complete(r), TIMEOUT_S) for r in requests]
+
+
+async def test_concurrent_requests_share_one_generate_call(backend: TransformersBackend) -> None:
+    calls = count_generate(backend)
+    results = await run_all(backend, [GenerationRequest(prompt=p, max_tokens=8) for p in PROMPTS])
+    assert all(isinstance(r, Completion) for r in results)
+    assert len(calls) < len(PROMPTS)
+    assert sum(calls) == len(PROMPTS)
+    assert backend.generate_calls == len(calls)
+
+
+async def test_max_batch_size_is_respected(tiny_dir: Path) -> None:
+    b = TransformersBackend(tiny_dir, dtype="float32", max_batch_size=2, batch_window_s=0.05)
+    try:
+        await b.check()
+        calls = count_generate(b)
+        await run_all(b, [GenerationRequest(prompt=p, max_tokens=4) for p in PROMPTS])
+        assert calls and max(calls) <= 2 and sum(calls) == len(PROMPTS)
+    finally:
+        await b.aclose()
+
+
+async def test_greedy_and_sampling_requests_go_to_separate_batches(
+    backend: TransformersBackend,
+) -> None:
+    calls = count_generate(backend)
+    requests = [
+        GenerationRequest(prompt=p, max_tokens=4, temperature=t)
+        for p in PROMPTS[:2]
+        for t in (0.0, 0.7)
+    ]
+    results = await run_all(backend, requests)
+    assert all(isinstance(r, Completion) for r in results)
+    assert sorted(calls) == [2, 2]
+
+
+async def test_batched_output_equals_output_alone(backend: TransformersBackend) -> None:
+    # Different prompt lengths (left padding), max_tokens and stops in one batch.
+    requests = [
+        GenerationRequest(prompt=p, max_tokens=6 + 3 * i, stop=("\n",) if i % 2 else ())
+        for i, p in enumerate(PROMPTS)
+    ]
+    alone = await run_alone(backend, requests)
+    calls = count_generate(backend)
+    together = await run_all(backend, requests)
+    assert len(calls) == 1
+    assert [c.text for c in together] == [c.text for c in alone]
+    assert [c.generation.completion_tokens for c in together] == [
+        c.generation.completion_tokens for c in alone
+    ]
+    assert len({c.text for c in alone}) > 1, "the tiny model should not ignore its prompt"
+
+
+def _stop_inside(text: str) -> tuple[str, int]:
+    """A two-character substring of ``text`` whose first occurrence is past the start."""
+    for i in range(2, len(text) - 1):
+        stop = text[i : i + 2]
+        if text.find(stop) == i and stop.strip():
+            return stop, i
+    raise AssertionError(f"no usable stop string in {text!r}")
+
+
+async def test_stop_strings_truncate_and_end_generation_early(
+    backend: TransformersBackend,
+) -> None:
+    prompt = PROMPTS[0]
+    full = (await run_alone(backend, [GenerationRequest(prompt=prompt, max_tokens=24)]))[0]
+    stop, index = _stop_inside(full.text)
+    stopped_req = GenerationRequest(prompt=prompt, max_tokens=24, stop=(stop,))
+    stopped = (await run_alone(backend, [stopped_req]))[0]
+    assert stopped.text == full.text[:index]
+    assert stopped.generation.completion_tokens < full.generation.completion_tokens
+
+    # In a batch, one request's stop string must not cut another request's output.
+    calls = count_generate(backend)
+    free_req = GenerationRequest(prompt=prompt, max_tokens=24)
+    both = await run_all(backend, [stopped_req, free_req])
+    assert len(calls) == 1
+    assert both[0].text == stopped.text
+    assert both[1].text == full.text
+
+
+async def test_token_counts_are_real(backend: TransformersBackend) -> None:
+    tokenizer = backend._tokenizer
+    results = await run_all(backend, [GenerationRequest(prompt=p, max_tokens=7) for p in PROMPTS])
+    for prompt, c in zip(PROMPTS, results, strict=True):
+        assert c.generation.prompt_tokens == len(tokenizer(prompt).input_ids)
+        assert c.generation.prompt_tokens >= 2  # <bos> plus at least one token
+        assert 1 <= c.generation.completion_tokens <= 7
+        assert c.generation.model == "tiny"
+        assert c.generation.endpoint == "in-process"
+        assert c.generation.latency_s > 0
+
+
+async def test_generate_exception_reaches_every_caller(backend: TransformersBackend) -> None:
+    original = backend._model.generate
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom in generate")
+
+    backend._model.generate = broken
+    results = await run_all(backend, [GenerationRequest(prompt=p) for p in PROMPTS[:3]])
+    assert all(isinstance(r, RuntimeError) and "boom" in str(r) for r in results)
+
+    backend._model.generate = original  # the worker survived and serves again
+    ok = await run_all(backend, [GenerationRequest(prompt="Hi", max_tokens=3)])
+    assert isinstance(ok[0], Completion)
+
+
+async def test_aclose_fails_waiting_callers(tiny_dir: Path) -> None:
+    b = TransformersBackend(tiny_dir, dtype="float32", max_batch_size=1, batch_window_s=0.0)
+    await b.check()
+    release = threading.Event()
+    original = b._model.generate
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        release.wait(10)
+        return original(*args, **kwargs)
+
+    b._model.generate = slow
+    tasks = [asyncio.create_task(b.complete(GenerationRequest(prompt=p))) for p in PROMPTS[:3]]
+    await asyncio.sleep(0.2)  # the first batch is now inside generate, the rest queued
+    await b.aclose()
+    release.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), TIMEOUT_S)
+    assert all(isinstance(r, BackendUnavailable) for r in results)
+    with pytest.raises(BackendUnavailable):
+        await b.complete(GenerationRequest(prompt="Hi"))
+
+
+async def test_missing_model_dir_is_backend_unavailable(tmp_path: Path) -> None:
+    b = TransformersBackend(tmp_path / "nope")
+    with pytest.raises(BackendUnavailable, match="cannot load model"):
+        await b.check()
+    with pytest.raises(BackendUnavailable):
+        await asyncio.wait_for(b.complete(GenerationRequest(prompt="Hi")), TIMEOUT_S)
+    await b.aclose()
+
+
+def _scripted(replies: list[str], seen: list[GenerationRequest]) -> Callable[..., Any]:
+    def generate(requests: list[GenerationRequest]) -> list[_RowResult]:
+        seen.extend(requests)
+        return [_RowResult(replies[len(seen) - 1], 5, 3) for _ in requests]
+
+    return generate
+
+
+async def test_json_schema_retries_until_required_keys_parse(
+    backend: TransformersBackend,
+) -> None:
+    seen: list[GenerationRequest] = []
+    backend._generate = _scripted(  # type: ignore[method-assign]
+        ["no json here", '{"other": 1}', 'Sure: {"answer": 5, "why": "2+3"} done'], seen
+    )
+    schema = {"type": "object", "required": ["answer"]}
+    c = await backend.complete(GenerationRequest(prompt="Q", json_schema=schema))
+    assert json.loads(c.text) == {"answer": 5, "why": "2+3"}
+    assert [r.temperature for r in seen] == sorted({r.temperature for r in seen})  # bumped
+    assert all(r.json_schema is None for r in seen)
+    assert c.generation.completion_tokens == 9  # three attempts of 3 tokens
+
+
+async def test_json_schema_gives_back_last_text_after_three_failures(
+    backend: TransformersBackend,
+) -> None:
+    seen: list[GenerationRequest] = []
+    backend._generate = _scripted(["a", "b", "c", "d"], seen)  # type: ignore[method-assign]
+    c = await backend.complete(GenerationRequest(prompt="Q", json_schema={"required": ["x"]}))
+    assert c.text == "c"
+    assert len(seen) == 3
+
+
+def test_extract_json_object() -> None:
+    assert extract_json_object('x {"a": {"b": 1}} y', ["a"]) == '{"a": {"b": 1}}'
+    assert extract_json_object('{"a": 1', ["a"]) is None
+    assert extract_json_object('{"b": 1} {"a": 2}', ["a"]) == '{"a": 2}'
+    assert extract_json_object("[1, 2]", []) is None
+
+
+# -- embedded model preparation (conversion faked; the real one is the slow test) ------------
+
+
+def test_prepare_converts_once_and_never_leaves_half_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    converted: list[Path] = []
+
+    def fake_convert(out_dir: Path) -> None:
+        converted.append(out_dir)
+        (out_dir / "config.json").write_text("{}")
+        (out_dir / embedded._MARKER).write_text(json.dumps({"format": embedded._FORMAT_VERSION}))
+
+    def failing_convert(out_dir: Path) -> None:
+        (out_dir / "config.json").write_text("{}")
+        raise RuntimeError("killed mid-conversion")
+
+    monkeypatch.setattr(embedded, "_convert", failing_convert)
+    with pytest.raises(RuntimeError):
+        embedded.prepare_embedded_model(tmp_path)
+    models = tmp_path / "models"
+    assert list(models.iterdir()) == []  # neither a target nor a leftover temp dir
+
+    # A directory without the marker (e.g. copied by hand) is rebuilt, not trusted.
+    target = embedded.embedded_model_dir(tmp_path)
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("{}")
+    monkeypatch.setattr(embedded, "_convert", fake_convert)
+    assert embedded.prepare_embedded_model(tmp_path) == target
+    assert embedded.is_prepared(target)
+    assert embedded.prepare_embedded_model(tmp_path) == target
+    assert len(converted) == 1
+    assert [p.name for p in models.iterdir()] == [target.name]
+
+
+def test_default_cache_root_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEACHLOOP_CACHE", str(tmp_path))
+    assert embedded.embedded_model_dir() == tmp_path / "models" / "gemma-3-270m"
+
+
+def test_resolve_model_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert embedded.resolve_model_path(str(tmp_path)) == tmp_path
+    with pytest.raises(ConfigError, match="no-such-model"):
+        embedded.resolve_model_path(str(tmp_path / "no-such-model"))
+    monkeypatch.setattr(embedded, "prepare_embedded_model", lambda: tmp_path / "prepared")
+    assert embedded.resolve_model_path(embedded.EMBEDDED_MODEL) == tmp_path / "prepared"
+
+
+# -- the real embedded model -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_real_embedded_model_prepares_and_answers(tmp_path: Path) -> None:
+    model_dir = await asyncio.to_thread(embedded.prepare_embedded_model, tmp_path)
+    assert embedded.is_prepared(model_dir)
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    ids = tokenizer("Hello").input_ids
+    assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+    chat = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    assert chat == "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+
+    b = TransformersBackend(model_dir, name=embedded.EMBEDDED_MODEL)
+    try:
+        c = await b.complete(
+            GenerationRequest(
+                prompt="Question: What is 2 + 3?\nAnswer:", max_tokens=16, stop=("\n",)
+            )
+        )
+    finally:
+        await b.aclose()
+    assert c.text.strip(), "empty reply"
+    assert any(ch.isdigit() for ch in c.text), f"no digit in {c.text!r}"
+    assert c.generation.prompt_tokens > 5 and c.generation.completion_tokens >= 1
+
+    started = time.monotonic()
+    assert embedded.prepare_embedded_model(tmp_path) == model_dir
+    assert time.monotonic() - started < 5
