@@ -38,7 +38,7 @@ _TRANSLATE = str.maketrans(
 
 _NUMBER = re.compile(
     r"""
-    (?<![\w.])                       # not glued to a word or to another number
+    (?<![^\W_])(?<!\.)                # not glued to a word or to another number ("_7_" is ok)
     (?P<sign>[-+])?\s?
     [$€£¥]?\s?                       # currency, before or after the sign: "-$3", "$-3"
     (?P<sign2>[-+])?

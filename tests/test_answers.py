@@ -64,6 +64,9 @@ EXTRACTION_CASES = [
     ("3.5 m = 3.5 × 100 cm = 350 cm", "350"),
     # leading junk, and a base model running on into its next few-shot question
     ("Hmm, let me think. 7 apples", "7"),
+    ("`42`", "42"),
+    ("_7_", "7"),
+    ("x2 is 14", "14"),  # "x2" is a name, not a number
     ("What is 47 + 385?\n\n432", "432"),  # an echoed question is skipped
     ("Is it 5?", "5"),  # ... unless it is all there is
     ("5?\nI think so.", "5"),  # an unsure answer is not a question

@@ -25,15 +25,8 @@ def test_run_logs_every_message_and_summarizes(make_config, scripted) -> None:
         config, teacher_backend=scripted[0], student_backend=scripted[1], progress=False
     )
     store = Store(config.db)
-    counts = dict(
-        store.query("SELECT kind, count(*) FROM messages GROUP BY kind").to_pylist()
-        and [
-            tuple(r.values())
-            for r in store.query(
-                "SELECT kind, count(*) AS n FROM messages GROUP BY kind"
-            ).to_pylist()
-        ]
-    )
+    rows = store.query("SELECT kind, count(*) AS n FROM messages GROUP BY kind").to_pylist()
+    counts = {r["kind"]: r["n"] for r in rows}
     assert set(counts) == {"question", "answer", "critique", "reteach"}
     assert result.messages_by_kind == counts
     assert result.lessons == 4 and result.lessons_failed == 0 and result.status == "complete"

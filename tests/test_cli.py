@@ -1,0 +1,106 @@
+"""`teachloop run` as a user calls it: a subprocess, against local servers on 127.0.0.1."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from fake_openai import FakeOpenAIServer
+from test_openai_backend import free_port_url
+
+from teachloop import Store
+
+
+def teachloop(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "teachloop.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def openai_config(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "run.toml"
+    path.write_text(f"""
+topics = ["arithmetic.addition"]
+[lesson]
+questions = 2
+[teacher]
+backend = "openai"
+[[teacher.endpoints]]
+url = "{url}"
+model = "fake-model"
+[student]
+backend = "openai"
+[[student.endpoints]]
+url = "{url}"
+model = "fake-model"
+max_retries = 0
+""")
+    return path
+
+
+def solver(body: dict) -> str:
+    """Student replies solve the question; teacher replies are a fixed sentence."""
+    prompt = body["prompt"]
+    if prompt.startswith("Each question"):
+        m = re.search(r"What is (\d+) \+ (\d+)\?\nAnswer:$", prompt)
+        return f" {int(m[1]) + int(m[2])}" if m else " ?"
+    return " Carry the ten."
+
+
+def test_run_through_openai_endpoints_logs_and_prints_summary(tmp_path: Path) -> None:
+    db = tmp_path / "cli.duckdb"
+    with FakeOpenAIServer(solver) as server:
+        config = openai_config(tmp_path, server.url)
+        done = teachloop(
+            "run",
+            "--config",
+            str(config),
+            "--db",
+            str(db),
+            "--lessons",
+            "3",
+            "--concurrency",
+            "3",
+            "--run-id",
+            "cli-run",
+            "--quiet",
+        )
+    assert done.returncode == 0, done.stderr
+    assert "run cli-run: complete" in done.stdout
+    assert str(db) in done.stdout.replace("\n", "")
+    rows = (
+        Store(db)
+        .query("""
+        SELECT count(*) FILTER (WHERE kind = 'question') AS questions,
+               count(*) FILTER (WHERE kind = 'critique' AND correct) AS correct,
+               count(DISTINCT endpoint) FILTER (WHERE kind = 'answer') AS endpoints
+        FROM messages""")
+        .to_pylist()[0]
+    )
+    assert rows == {"questions": 6, "correct": 6, "endpoints": 1}
+
+
+def test_unreachable_endpoint_is_one_line_error(tmp_path: Path) -> None:
+    url = free_port_url()
+    done = teachloop(
+        "run", "--config", str(openai_config(tmp_path, url)), "--db", str(tmp_path / "x.duckdb")
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: cannot reach teacher endpoint {url}")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_bad_config_is_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("lessons = 2\n[student]\nmodle = 'x'\n")
+    done = teachloop("run", "--config", str(path))
+    assert done.returncode == 2
+    assert done.stderr == f"error: {path}: student.modle: unknown key (check the spelling)\n"
+
+
+def test_unknown_topic_is_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text("topics = ['arithmetic.division']\n")
+    done = teachloop("run", "--config", str(path), "--db", str(tmp_path / "t.duckdb"))
+    assert done.returncode == 2
+    assert "arithmetic.division" in done.stderr and done.stderr.count("\n") == 1
