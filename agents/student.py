@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from teachloop.agents.backends.base import Backend, GenerationRequest
 from teachloop.agents.prompts import student_prompt
-
 from teachloop.answers import extract_final_answer
 from teachloop.messages import Answer, Question, Reteach, message_id
 

@@ -13,7 +13,6 @@ import random
 from teachloop.agents.backends.base import Backend, GenerationRequest
 from teachloop.agents.mastery import MasteryModel
 from teachloop.agents.prompts import feedback_prompt, judge_prompt, reteach_prompt
-
 from teachloop.domains import DomainSet, Problem, Verdict
 from teachloop.messages import (
     Answer,

@@ -19,10 +19,10 @@ from typing import Annotated, Literal, TypedDict, TypeVar
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+
 from teachloop.agents.mastery import BetaEstimate, MasteryModel, TopicState
 from teachloop.agents.student import Student
 from teachloop.agents.teacher import Teacher
-
 from teachloop.config import LessonConfig
 from teachloop.domains import Problem
 from teachloop.messages import (

@@ -18,10 +18,14 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from teachloop.agents.backends import Backend, build_backends
 from teachloop.agents.mastery import MasteryModel
 from teachloop.agents.student import Student
 from teachloop.agents.teacher import Teacher
+from teachloop.config import RunConfig
+from teachloop.domains import DomainSet, builtin_domains, load_bank
+from teachloop.errors import BackendUnavailable
 from teachloop.graphs.lesson import (
     CHECKPOINT_TYPES,
     LessonAgents,
@@ -30,13 +34,9 @@ from teachloop.graphs.lesson import (
     initial_state,
 )
 from teachloop.graphs.summary import RunResult, summarize
-from teachloop.store.store import Store
-
-from teachloop.config import RunConfig
-from teachloop.domains import DomainSet, builtin_domains, load_bank
-from teachloop.errors import BackendUnavailable
 from teachloop.messages import Critique
 from teachloop.records import EndReason, LessonLog, LessonRecord, LessonStatus, RunRecord
+from teachloop.store.store import Store
 
 _FLUSH_EVERY_S = 1.0
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.table import Table
+
 from teachloop.agents.mastery import MasteryModel
 from teachloop.store.store import Store
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from teachloop.agents.backends.base import GenerationRequest
 from teachloop.agents.backends.scripted import ScriptedBackend
-
 from teachloop.config import RunConfig
 
 _ADD = re.compile(r"What is (\d+) \+ (\d+)\?")

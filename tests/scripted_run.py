@@ -4,9 +4,9 @@ import sys
 from pathlib import Path
 
 from conftest import adds_only_student, teacher_reply
-from teachloop.agents.backends.scripted import ScriptedBackend
 
 from teachloop import RunConfig, run_lessons
+from teachloop.agents.backends.scripted import ScriptedBackend
 
 if __name__ == "__main__":
     db, lessons, delay = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])

@@ -3,15 +3,15 @@
 from datetime import UTC, datetime
 
 from conftest import current_question, teacher_reply
+
 from teachloop.agents.backends.base import GenerationRequest
 from teachloop.agents.backends.scripted import ScriptedBackend
 from teachloop.agents.mastery import MasteryModel
 from teachloop.agents.student import Student
 from teachloop.agents.teacher import Teacher
-from teachloop.graphs.lesson import LessonAgents, build_lesson_graph, initial_state
-
 from teachloop.config import LessonConfig
 from teachloop.domains import DomainSet, builtin_domains
+from teachloop.graphs.lesson import LessonAgents, build_lesson_graph, initial_state
 from teachloop.messages import Answer, Critique, Question, Reteach
 
 ADD = ("arithmetic.addition",)

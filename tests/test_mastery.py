@@ -1,7 +1,6 @@
 import random
 
 from teachloop.agents.mastery import BetaEstimate, MasteryModel
-
 from teachloop.messages import Strategy
 
 TOPICS = ("a", "b", "c")

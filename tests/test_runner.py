@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 from conftest import adds_only_student
-from teachloop.agents.backends.base import GenerationRequest
-from teachloop.agents.backends.scripted import ScriptedBackend
-from teachloop.graphs.runner import checkpoint_path
 
 from teachloop import Store, run_lessons
+from teachloop.agents.backends.base import GenerationRequest
+from teachloop.agents.backends.scripted import ScriptedBackend
 from teachloop.errors import BackendUnavailable
+from teachloop.graphs.runner import checkpoint_path
 
 TESTS = Path(__file__).parent
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_model import build_tiny_model
+
 from teachloop.agents import embedded
 from teachloop.agents.backends.base import Completion, GenerationRequest
 from teachloop.agents.backends.transformers_backend import (
@@ -18,8 +20,6 @@ from teachloop.agents.backends.transformers_backend import (
     _RowResult,
     extract_json_object,
 )
-from tiny_model import build_tiny_model
-
 from teachloop.errors import BackendUnavailable, ConfigError
 
 PROMPTS = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from teachloop.agents.backends.base import Backend, Completion, GenerationRequest
-
 from teachloop.config import AgentConfig
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import openai
 from openai import AsyncOpenAI
-from teachloop.agents.backends.base import Backend, Completion, GenerationRequest
 
+from teachloop.agents.backends.base import Backend, Completion, GenerationRequest
 from teachloop.config import EndpointConfig
 from teachloop.errors import BackendUnavailable
 from teachloop.messages import Generation

@@ -9,7 +9,6 @@ import asyncio
 from collections.abc import Callable
 
 from teachloop.agents.backends.base import Backend, Completion, GenerationRequest, truncate_at_stop
-
 from teachloop.messages import Generation
 
 Responder = Callable[[GenerationRequest], str]

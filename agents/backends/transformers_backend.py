@@ -21,7 +21,6 @@ from teachloop.agents.backends.base import (
     GenerationRequest,
     truncate_at_stop,
 )
-
 from teachloop.errors import BackendUnavailable
 from teachloop.messages import Generation
 
