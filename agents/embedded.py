@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from teachloop.config import EMBEDDED_MODEL
 from teachloop.errors import ConfigError
-
-EMBEDDED_MODEL = "embedded:gemma-3-270m"
 
 # Bump when the converted directory's contents change (tokenizer fix, template, dtype), so old
 # caches are rebuilt instead of silently reused.
@@ -82,6 +82,10 @@ def prepare_embedded_model(cache_dir: Path | None = None) -> Path:
     if is_prepared(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    print(
+        f"preparing the embedded model in {target} (first run only, about a minute)",
+        file=sys.stderr,
+    )
     # Same filesystem as the target, so the final rename is atomic.
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     work.chmod(0o755)  # mkdtemp makes it private; a server running as another user must read it

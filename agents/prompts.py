@@ -15,15 +15,11 @@ Answer: 2000
 
 
 def student_prompt(question: str, explanation: str = "", worked_example: str = "") -> str:
-    """What the student sees: the question, preceded by the teacher's reteach if there is one."""
-    lesson = ""
-    if explanation:
-        lesson += f"Teacher: {explanation.strip()}\n"
-    if worked_example:
-        lesson += f"Worked example: {worked_example.strip()}\n"
-    if lesson:
-        lesson += "\n"
-    return f"{STUDENT_PREAMBLE}{lesson}Question: {question.strip()}\nAnswer:"
+    """What the student sees: the question, preceded by the teacher's reteach if there is one
+    (a worked example as one more solved question, then the teacher's explanation)."""
+    example = f"{worked_example.strip()}\n\n" if worked_example else ""
+    teacher = f"Teacher: {' '.join(explanation.split())}\n" if explanation else ""
+    return f"{STUDENT_PREAMBLE}{example}{teacher}Question: {question.strip()}\nAnswer:"
 
 
 FEEDBACK_EXAMPLE = """A teacher marks a student's answer and writes one sentence of feedback.

@@ -115,7 +115,8 @@ class Teacher:
         worked = ""
         if strategy is Strategy.worked_example:
             similar = self.make_problem(problem.topic, problem.difficulty, rng)
-            worked = f"{similar.question} {similar.solution}"
+            # In the student's own question/answer format, so a base model can imitate it.
+            worked = f"Question: {similar.question}\n{similar.solution}"
         text = "\n".join(p for p in (explanation, worked) if p)
         return Reteach(
             message_id=message_id(question.lesson_id, turn),

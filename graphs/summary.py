@@ -50,7 +50,10 @@ class RunResult(BaseModel):
 
         table = Table(title=f"run {self.run_id}: {self.status}")
         for col in ("topic", "questions", "first try", "after reteach", "mastery", "difficulty"):
-            table.add_column(col, justify="left" if col == "topic" else "right")
+            if col == "topic":
+                table.add_column(col, no_wrap=True, min_width=25)
+            else:
+                table.add_column(col, justify="right")
         for t in self.topics:
             table.add_row(
                 t.topic,

@@ -106,7 +106,9 @@ class TransformersBackend(Backend):
             try:
                 import torch
                 from transformers import AutoModelForCausalLM, AutoTokenizer
+                from transformers.utils import logging as hf_logging
 
+                hf_logging.disable_progress_bar()  # the run shows its own progress
                 tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
                 model = AutoModelForCausalLM.from_pretrained(
                     self.model_dir, dtype=getattr(torch, self.dtype), local_files_only=True
@@ -203,16 +205,16 @@ class TransformersBackend(Backend):
             while True:
                 if not backlog:
                     backlog.append(await queue.get())
-                    # Let concurrent callers join this batch.
+                    # Let concurrent callers join this batch. Polling with get_nowait, not
+                    # wait_for(queue.get()): on Python 3.11 a timeout racing a put can lose it.
                     deadline = time.monotonic() + self.batch_window_s
                     while len(backlog) < self.max_batch_size:
+                        while not queue.empty():
+                            backlog.append(queue.get_nowait())
                         remaining = deadline - time.monotonic()
-                        if remaining <= 0:
+                        if remaining <= 0 or len(backlog) >= self.max_batch_size:
                             break
-                        try:
-                            backlog.append(await asyncio.wait_for(queue.get(), remaining))
-                        except TimeoutError:
-                            break
+                        await asyncio.sleep(min(remaining, 0.005))
                 while not queue.empty():  # whatever arrived while the last batch ran
                     backlog.append(queue.get_nowait())
                 backlog = [p for p in backlog if not p.future.done()]  # drop cancelled callers

@@ -1,0 +1,94 @@
+"""Teacher and student agents on their own, with scripted backends."""
+
+import random
+
+from conftest import teacher_reply
+
+from teachloop.agents.backends.scripted import ScriptedBackend
+from teachloop.agents.prompts import student_prompt
+from teachloop.agents.student import Student
+from teachloop.agents.teacher import Teacher
+from teachloop.answers import extract_final_answer
+from teachloop.domains import DomainSet, builtin_domains
+from teachloop.messages import Strategy
+
+DOMAINS = DomainSet(builtin_domains().values())
+
+
+def test_student_prompt_puts_the_reteach_before_the_question() -> None:
+    prompt = student_prompt(
+        "What is 3 + 4?", "Add the\nones.", "Question: What is 1 + 1?\nAnswer: 2"
+    )
+    assert prompt.endswith(
+        "Question: What is 1 + 1?\nAnswer: 2\n\nTeacher: Add the ones.\n"
+        "Question: What is 3 + 4?\nAnswer:"
+    )
+    assert student_prompt("What is 3 + 4?").endswith("\n\nQuestion: What is 3 + 4?\nAnswer:")
+
+
+async def test_reteach_strategies_shape_what_the_student_sees() -> None:
+    teacher = Teacher(ScriptedBackend(teacher_reply), DOMAINS)
+    student = Student(ScriptedBackend(lambda r: " 0"))
+    rng = random.Random(3)
+    problem = teacher.make_problem("arithmetic.multiplication", 2, rng)
+    question = teacher.ask(problem, run_id="r", lesson_id="r-L0", turn=0, index=0)
+    answer = await student.answer(question, None, turn=1)
+    assert answer.final_answer == "0"
+    by_strategy = {
+        s: await teacher.reteach(problem, question, answer, s, random.Random(4), turn=3)
+        for s in Strategy
+    }
+    hint = by_strategy[Strategy.hint]
+    assert hint.explanation.startswith(problem.hint) and hint.worked_example == ""
+    worked = by_strategy[Strategy.worked_example].worked_example
+    assert worked.startswith("Question: What is ") and problem.question not in worked
+    # the worked example is a different problem, solved correctly by the domain
+    similar_question = worked.splitlines()[0].removeprefix("Question: ")
+    similar_answer = extract_final_answer(worked.splitlines()[-1])
+    a, b = similar_question.removeprefix("What is ").removesuffix("?").split(" × ")
+    assert similar_answer == str(int(a) * int(b))
+    again = await student.answer(question, by_strategy[Strategy.worked_example], turn=4)
+    assert again.attempt == 1
+    assert worked in again.prompt and again.prompt.endswith(f"{question.text}\nAnswer:")
+    assert by_strategy[Strategy.step_by_step].explanation == "Look at each place value in turn."
+
+
+async def test_critique_uses_the_verifier_not_the_llm_for_the_verdict() -> None:
+    teacher = Teacher(ScriptedBackend(lambda r: " Yes, well done!"), DOMAINS)
+    problem = teacher.make_problem("units.length", 2, random.Random(5))
+    question = teacher.ask(problem, run_id="r", lesson_id="r-L0", turn=0, index=0)
+    wrong = await Student(ScriptedBackend(lambda r: " -1")).answer(question, None, turn=1)
+    right = await Student(ScriptedBackend(lambda r: f" {problem.answer}")).answer(
+        question, None, turn=1
+    )
+    bad = await teacher.critique(problem, question, wrong, turn=2)
+    good = await teacher.critique(problem, question, right, turn=2)
+    assert (bad.correct, good.correct) == (False, True)
+    assert good.feedback == f"Correct: {problem.answer}." and good.generation is None
+    assert bad.feedback == "Yes, well done!" and bad.score < 1.0
+
+
+async def test_free_text_bank_answers_are_judged_by_the_teacher_llm(tmp_path) -> None:
+    from teachloop.domains import load_bank
+
+    bank = tmp_path / "bio.jsonl"
+    bank.write_text(
+        '{"topic": "bio.cells", "question": "Why do cells need mitochondria?",'
+        ' "answer": "to turn nutrients into usable energy as ATP"}\n'
+    )
+    domains = DomainSet([*builtin_domains().values(), load_bank(bank)])
+    verdicts = {}
+    for reply in (" yes", " no", " maybe"):
+        teacher = Teacher(ScriptedBackend(lambda r, reply=reply: reply), domains)
+        problem = teacher.make_problem("bio.cells", 1, random.Random(0))
+        question = teacher.ask(problem, run_id="r", lesson_id="r-L0", turn=0, index=0)
+        answer = await Student(ScriptedBackend(lambda r: " they make energy")).answer(
+            question, None, turn=1
+        )
+        critique = await teacher.critique(problem, question, answer, turn=2)
+        verdicts[reply.strip()] = (critique.correct, critique.error_category.value)
+    assert verdicts == {
+        "yes": (True, "none"),
+        "no": (False, "judged"),
+        "maybe": (False, "judged"),  # an unparseable verdict never counts as correct
+    }
