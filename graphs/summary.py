@@ -84,14 +84,6 @@ class RunResult(BaseModel):
         )
 
 
-_PER_QUESTION = """
-    SELECT question_id, any_value(topic) AS topic,
-           bool_or(correct) FILTER (WHERE attempt = 0) AS first_ok,
-           bool_or(correct) AS final_ok
-    FROM messages WHERE run_id = $run AND kind = 'critique' GROUP BY question_id
-"""
-
-
 def summarize(
     store: Store,
     run_id: str,
@@ -101,22 +93,13 @@ def summarize(
     wall_time_s: float,
     lessons_resumed: int,
 ) -> RunResult:
+    """The run's summary from the store's views (the same numbers SQL users see)."""
     run = store.query(
-        f"""
-        WITH q AS ({_PER_QUESTION})
-        SELECT (SELECT status FROM runs WHERE run_id = $run) AS status,
-               (SELECT count(*) FROM lessons WHERE run_id = $run) AS lessons,
-               (SELECT count(*) FROM lessons WHERE run_id = $run AND status <> 'complete')
-                   AS lessons_failed,
-               count(*) AS questions,
-               avg(first_ok::INT) AS first_try_accuracy,
-               avg(final_ok::INT) AS after_reteach_accuracy,
-               avg(final_ok::INT) FILTER (WHERE NOT first_ok) AS reteach_success_rate,
-               (SELECT coalesce(sum(prompt_tokens), 0) FROM messages WHERE run_id = $run)
-                   AS prompt_tokens,
-               (SELECT coalesce(sum(completion_tokens), 0) FROM messages WHERE run_id = $run)
-                   AS completion_tokens
-        FROM q
+        """
+        SELECT status, lessons, lessons_failed, questions, first_try_accuracy,
+               after_reteach_accuracy, reteach_fix_rate AS reteach_success_rate,
+               prompt_tokens, completion_tokens
+        FROM run_summary WHERE run_id = $run
         """,
         {"run": run_id},
     ).to_pylist()[0]
@@ -127,13 +110,7 @@ def summarize(
     per_topic = {
         r["topic"]: r
         for r in store.query(
-            f"""
-            WITH q AS ({_PER_QUESTION})
-            SELECT topic, count(*) AS questions, avg(first_ok::INT) AS first_try_accuracy,
-                   avg(final_ok::INT) AS after_reteach_accuracy
-            FROM q GROUP BY topic
-            """,
-            {"run": run_id},
+            "SELECT * FROM topic_accuracy WHERE run_id = $run", {"run": run_id}
         ).to_pylist()
     }
     return RunResult(

@@ -15,14 +15,22 @@ from importlib.resources import files
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from teachloop.errors import StoreError
 from teachloop.messages import Message, parse_message
-from teachloop.records import AnyMessage, LessonLog, RunRecord
+from teachloop.records import AnyMessage, LessonLog, LessonRecord, RunRecord
 
-SCHEMA_VERSION = 1
+# (version, file in store/migrations/); the schema version is the last one applied.
+MIGRATIONS = [(1, "001_core.sql"), (2, "002_training.sql")]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
 _LOCK_WAIT_S = 60.0
+_READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+# Tables whose rows belong to one run (exported per run); the rest are project-wide.
+RUN_TABLES = ("runs", "lessons", "messages", "mastery", "preference_pairs")
+ALL_TABLES = (*RUN_TABLES, "training_jobs", "model_versions", "evaluations")
 
 
 class Store:
@@ -53,30 +61,36 @@ class Store:
         finally:
             con.close()
 
+    def schema_version(self) -> int:
+        with self.connect(read_only=True) as con:
+            return _schema_version(con)
+
     def _migrate(self) -> None:
-        with self.connect() as con:
-            has_meta = con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name='teachloop_meta'"
-            ).fetchone()
-            version = 0
-            if has_meta and has_meta[0]:
-                row = con.execute(
-                    "SELECT value FROM teachloop_meta WHERE key='schema_version'"
-                ).fetchone()
-                version = int(row[0]) if row else 0
+        """Bring the file to SCHEMA_VERSION: apply the migrations it lacks, then the views.
+        A file written by a newer teachloop is refused rather than misread."""
+        if self.path.exists():
+            version = self.schema_version()
+            if version == SCHEMA_VERSION:
+                return
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"database {self.path} has schema version {version}, newer than this "
                     f"teachloop understands ({SCHEMA_VERSION}): upgrade teachloop"
                 )
-            if version < SCHEMA_VERSION:
-                con.execute("BEGIN")
-                con.execute(files("teachloop.store").joinpath("schema.sql").read_text())
-                con.execute(
-                    "INSERT OR REPLACE INTO teachloop_meta VALUES ('schema_version', ?)",
-                    [str(SCHEMA_VERSION)],
-                )
-                con.execute("COMMIT")
+        with self.connect() as con:
+            version = _schema_version(con)  # again, under the write lock
+            if version >= SCHEMA_VERSION:
+                return
+            con.execute("BEGIN")
+            for number, script in MIGRATIONS:
+                if number > version:
+                    con.execute(_sql(f"migrations/{script}"))
+            con.execute(_sql("views.sql"))
+            con.execute(
+                "INSERT OR REPLACE INTO teachloop_meta VALUES ('schema_version', ?)",
+                [str(SCHEMA_VERSION)],
+            )
+            con.execute("COMMIT")
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -136,6 +150,123 @@ class Store:
         with self.connect(read_only=True) as con:
             return con.execute(sql, params or []).to_arrow_table()
 
+    def read_only_query(self, sql: str) -> pa.Table:
+        """Run a user's SQL, refusing anything but queries: the log is evidence, and the CLI
+        must not be a way to change it (the connection is read-only as well)."""
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as e:
+            raise StoreError(f"SQL does not parse: {str(e).splitlines()[0]}") from None
+        if not statements:
+            raise StoreError("no SQL statement given")
+        for statement in statements:
+            if statement.type not in _READ_ONLY_STATEMENTS:
+                kind = statement.type.name
+                raise StoreError(
+                    f"refused: teachloop sql is read-only and this is a {kind} statement "
+                    "(use --out FILE.parquet to export a result)"
+                )
+        try:
+            with self.connect(read_only=True) as con:
+                return con.execute(sql).to_arrow_table()
+        except duckdb.Error as e:
+            raise StoreError(f"query failed: {str(e).splitlines()[0]}") from None
+
+    def df(self, sql: str, params: list | dict | None = None) -> pd.DataFrame:
+        """Like ``query``, as a pandas DataFrame."""
+        return self.query(sql, params).to_pandas()
+
+    def lessons(
+        self,
+        *,
+        run_id: str | None = None,
+        topic: str | None = None,
+        status: str | None = None,
+    ) -> list[LessonRecord]:
+        """Lessons in run and index order, optionally those of one run, touching one topic, or
+        with one status."""
+        rows = self.query(
+            """
+            SELECT * FROM lessons l
+            WHERE ($run IS NULL OR run_id = $run) AND ($status IS NULL OR status = $status)
+              AND ($topic IS NULL OR EXISTS (
+                    SELECT 1 FROM messages m
+                    WHERE m.lesson_id = l.lesson_id AND m.kind = 'question' AND m.topic = $topic))
+            ORDER BY run_id, lesson_index
+            """,
+            {"run": run_id, "topic": topic, "status": status},
+        ).to_pylist()
+        return [LessonRecord.model_validate(r) for r in rows]
+
+    def transcripts(self, run_id: str) -> Iterator[tuple[LessonRecord, list[Message]]]:
+        """Each lesson of a run with its typed messages (one query per lesson, in order)."""
+        for lesson in self.lessons(run_id=run_id):
+            yield lesson, self.transcript(lesson.lesson_id)
+
+    # -- moving logs between machines -------------------------------------------------------
+
+    def export_run(self, run_id: str, out_dir: str | Path) -> dict[str, int]:
+        """Write a run's rows to ``out_dir/<table>.parquet``; returns rows per table."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        counts = {}
+        with self.connect(read_only=True) as con:
+            if not con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone():
+                raise StoreError(f"run {run_id!r} is not in {self.path}")
+            for table in RUN_TABLES:
+                rows = con.execute(f"SELECT * FROM {table} WHERE run_id = ?", [run_id])
+                data = rows.to_arrow_table()
+                pq.write_table(data, out / f"{table}.parquet")
+                counts[table] = data.num_rows
+        return counts
+
+    def merge(self, source: str | Path) -> dict[str, int]:
+        """Add the rows of another teachloop database or an ``export_run`` directory. Rows whose
+        ids are already here are skipped, so merging twice changes nothing. Returns rows added."""
+        source = Path(source)
+        added: dict[str, int] = {}
+        with self.connect() as con:
+            if source.is_dir():
+                tables = {
+                    t: f"read_parquet('{_quote(source / f'{t}.parquet')}')"
+                    for t in RUN_TABLES
+                    if (source / f"{t}.parquet").exists()
+                }
+                if not tables:
+                    raise StoreError(f"{source} holds no teachloop export (*.parquet) files")
+            elif source.is_file():
+                con.execute(f"ATTACH '{_quote(source)}' AS src (READ_ONLY)")
+                present = {
+                    r[0]
+                    for r in con.execute(
+                        "SELECT table_name FROM information_schema.tables "
+                        "WHERE table_catalog = 'src'"
+                    ).fetchall()
+                }
+                version = 0
+                if "teachloop_meta" in present:
+                    row = con.execute(
+                        "SELECT value FROM src.teachloop_meta WHERE key = 'schema_version'"
+                    ).fetchone()
+                    version = int(row[0]) if row else 0
+                if version == 0 or version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{source} is not a teachloop database that this version can read "
+                        f"(schema version {version}, this teachloop reads up to {SCHEMA_VERSION})"
+                    )
+                tables = {t: f"src.{t}" for t in ALL_TABLES if t in present}
+            else:
+                raise StoreError(f"{source} does not exist")
+            con.execute("BEGIN")
+            for table, relation in tables.items():
+                before = con.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0]
+                con.execute(f"INSERT OR IGNORE INTO main.{table} BY NAME SELECT * FROM {relation}")
+                added[table] = (
+                    con.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0] - before
+                )
+            con.execute("COMMIT")
+        return added
+
     def finished_lessons(self, run_id: str) -> set[str]:
         rows = self.query(
             "SELECT lesson_id FROM lessons WHERE run_id = ? AND status = 'complete'", [run_id]
@@ -188,6 +319,24 @@ class Store:
             {"run": run_id},
         ).to_pylist()
         return topics, strategies
+
+
+def _quote(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _sql(name: str) -> str:
+    return files("teachloop.store").joinpath(name).read_text()
+
+
+def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    has_meta = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'teachloop_meta'"
+    ).fetchone()
+    if not has_meta or not has_meta[0]:
+        return 0
+    row = con.execute("SELECT value FROM teachloop_meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _message_rows(log: LessonLog) -> list[dict]:

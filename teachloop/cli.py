@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import logging
 import os
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.table import Table
+
 from teachloop.config import RunConfig
-from teachloop.errors import TeachloopError
+from teachloop.errors import InputFileError, TeachloopError
+from teachloop.store.store import Store
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -33,6 +42,104 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.lessons_failed == 0 else 1
 
 
+def _print_table(table: pa.Table, fmt: str, out: Path | None) -> None:
+    if out is not None:
+        if out.suffix != ".parquet":
+            raise InputFileError(f"--out {out}: only .parquet files are written")
+        pq.write_table(table, out)
+        print(f"wrote {table.num_rows} rows to {out}")
+        return
+    if fmt == "csv":
+        sink = io.BytesIO()
+        pa_csv.write_csv(table, sink)
+        sys.stdout.write(sink.getvalue().decode())
+    elif fmt == "json":
+        print(json.dumps(table.to_pylist(), default=str, indent=1))
+    else:
+        view = Table(show_lines=False)
+        for name in table.column_names:
+            view.add_column(name, overflow="fold")
+        for row in table.to_pylist():
+            view.add_row(*(_cell(v) for v in row.values()))
+        # Piped output is not cut to 80 columns: it is read by people scrolling, or by tools.
+        Console(width=None if sys.stdout.isatty() else 250).print(view)
+        print(f"({table.num_rows} rows)")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _open_existing(db: Path) -> Store:
+    if not db.exists():
+        raise InputFileError(f"database {db} does not exist")
+    return Store(db)
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    table = _open_existing(args.db).read_only_query(args.query)
+    _print_table(table, args.format, args.out)
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from teachloop.store.replay import render_transcript
+
+    messages = _open_existing(args.db).transcript(args.lesson_id)
+    if not messages:
+        raise InputFileError(f"lesson {args.lesson_id!r} is not in {args.db}")
+    print(render_transcript(messages, args.format))
+    return 0
+
+
+def _cmd_lessons(args: argparse.Namespace) -> int:
+    store = _open_existing(args.db)
+    lessons = store.lessons(run_id=args.run, topic=args.topic, status=args.status)
+    table = (
+        pa.Table.from_pylist(
+            [
+                lesson.model_dump(
+                    include={
+                        "lesson_id",
+                        "status",
+                        "end_reason",
+                        "questions",
+                        "correct_first",
+                        "correct_after_reteach",
+                        "error",
+                    }
+                )
+                for lesson in lessons
+            ]
+        )
+        if lessons
+        else pa.table({"lesson_id": pa.array([], pa.string())})
+    )
+    _print_table(table, args.format, None)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    counts = _open_existing(args.db).export_run(args.run, args.out)
+    print(
+        f"exported run {args.run} to {args.out}: "
+        + ", ".join(f"{n} {t}" for t, n in counts.items())
+    )
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    store = Store(args.db)
+    for source in args.sources:
+        added = store.merge(source)
+        print(f"merged {source}: " + ", ".join(f"+{n} {t}" for t, n in added.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="teachloop", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -46,6 +153,40 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="resume (or name) this run")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
+
+    sql = sub.add_parser("sql", help="run a read-only SQL query on the log")
+    sql.add_argument("--db", type=Path, required=True)
+    sql.add_argument("query", help="SELECT ... (statements that write are refused)")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.add_argument("--out", type=Path, help="write the result to this .parquet file")
+    sql.set_defaults(func=_cmd_sql)
+
+    replay = sub.add_parser("replay", help="print a lesson's dialogue turn by turn")
+    replay.add_argument("--db", type=Path, required=True)
+    replay.add_argument("lesson_id")
+    replay.add_argument("--format", choices=["text", "markdown", "json"], default="text")
+    replay.set_defaults(func=_cmd_replay)
+
+    lessons = sub.add_parser("lessons", help="list logged lessons")
+    lessons.add_argument("--db", type=Path, required=True)
+    lessons.add_argument("--run", help="only this run")
+    lessons.add_argument("--topic", help="only lessons that asked about this topic")
+    lessons.add_argument("--status", choices=["complete", "failed", "interrupted"])
+    lessons.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    lessons.set_defaults(func=_cmd_lessons)
+
+    export = sub.add_parser("export", help="write one run's rows to Parquet files")
+    export.add_argument("--db", type=Path, required=True)
+    export.add_argument("--run", required=True)
+    export.add_argument("--out", type=Path, required=True, help="directory for the .parquet files")
+    export.set_defaults(func=_cmd_export)
+
+    merge = sub.add_parser("merge", help="merge databases or exports into one database")
+    merge.add_argument("--db", type=Path, required=True, help="the database to merge into")
+    merge.add_argument(
+        "sources", type=Path, nargs="+", help="teachloop .duckdb files or export dirs"
+    )
+    merge.set_defaults(func=_cmd_merge)
     return parser
 
 
@@ -55,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     try:
         return args.func(args)
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except TeachloopError as e:
         if args.debug:
             raise

@@ -1,10 +1,12 @@
 """`teachloop run` as a user calls it: a subprocess, against local servers on 127.0.0.1."""
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from fake_openai import FakeOpenAIServer
 from test_openai_backend import free_port_url
 
@@ -104,3 +106,63 @@ def test_unknown_topic_is_one_line_error(tmp_path: Path) -> None:
     done = teachloop("run", "--config", str(path), "--db", str(tmp_path / "t.duckdb"))
     assert done.returncode == 2
     assert "arithmetic.division" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_sql_replay_and_lessons_commands(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    with FakeOpenAIServer(solver) as server:
+        config = openai_config(tmp_path, server.url)
+        assert (
+            teachloop(
+                "run",
+                "--config",
+                str(config),
+                "--db",
+                str(db),
+                "--lessons",
+                "2",
+                "--run-id",
+                "q",
+                "--quiet",
+            ).returncode
+            == 0
+        )
+    csv = teachloop(
+        "sql", "--db", str(db), "--format", "csv", "SELECT topic, questions FROM topic_accuracy"
+    )
+    assert csv.stdout.splitlines() == ['"topic","questions"', '"arithmetic.addition",4']
+    as_json = teachloop(
+        "sql",
+        "--db",
+        str(db),
+        "--format",
+        "json",
+        "SELECT kind, count(*) AS n FROM messages GROUP BY kind ORDER BY kind",
+    )
+    assert json.loads(as_json.stdout) == [
+        {"kind": "answer", "n": 4},
+        {"kind": "critique", "n": 4},
+        {"kind": "question", "n": 4},
+    ]
+    out = tmp_path / "m.parquet"
+    assert (
+        teachloop("sql", "--db", str(db), "SELECT * FROM messages", "--out", str(out)).returncode
+        == 0
+    )
+    assert pq.read_table(out).num_rows == 12
+    refused = teachloop("sql", "--db", str(db), "DELETE FROM messages")
+    assert refused.returncode == 2 and "read-only" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    replay = teachloop("replay", "--db", str(db), "q-L00001", "--format", "markdown")
+    assert replay.returncode == 0 and replay.stdout.startswith("## Lesson `q-L00001`")
+    missing = teachloop("replay", "--db", str(db), "nope")
+    assert missing.returncode == 2 and "lesson 'nope' is not in" in missing.stderr
+    listed = teachloop(
+        "lessons", "--db", str(db), "--topic", "arithmetic.addition", "--format", "csv"
+    )
+    assert [line.split(",")[0] for line in listed.stdout.splitlines()[1:]] == [
+        '"q-L00000"',
+        '"q-L00001"',
+    ]
+    nodb = teachloop("sql", "--db", str(tmp_path / "none.duckdb"), "SELECT 1")
+    assert nodb.returncode == 2 and "does not exist" in nodb.stderr

@@ -1,4 +1,4 @@
--- teachloop store, schema version 1. Names here are a public format: users and scripts rely on them.
+-- teachloop store, migration 1: the lesson log. Names here are a public format: keep them.
 CREATE TABLE IF NOT EXISTS teachloop_meta (
     key   VARCHAR PRIMARY KEY,
     value VARCHAR NOT NULL

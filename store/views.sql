@@ -1,0 +1,79 @@
+-- Views over the log, recreated whenever the schema version changes. They live in the database
+-- file, so the plain `duckdb` CLI and any other DuckDB client see the same views.
+
+-- Every message, readable, in dialogue order.
+CREATE OR REPLACE VIEW transcript AS
+SELECT run_id, lesson_id, turn, sender, kind, topic, difficulty, attempt, text,
+       final_answer, correct, error_category, strategy, model, created_at, message_id, question_id
+FROM messages
+ORDER BY lesson_id, turn;
+
+-- One row per question: was it right first time, and in the end (after reteaching)?
+CREATE OR REPLACE VIEW question_outcomes AS
+SELECT run_id, lesson_id, question_id, any_value(topic) AS topic,
+       any_value(difficulty) AS difficulty,
+       min(created_at) AS asked_at,
+       bool_or(correct) FILTER (WHERE attempt = 0) AS correct_first,
+       arg_max(correct, attempt) FILTER (WHERE kind = 'critique') AS correct_final,
+       count(*) FILTER (WHERE kind = 'reteach') AS reteaches
+FROM messages
+WHERE kind = 'critique' OR kind = 'reteach'
+GROUP BY run_id, lesson_id, question_id;
+
+-- Per run and topic: first-try accuracy vs accuracy after reteach.
+CREATE OR REPLACE VIEW topic_accuracy AS
+SELECT run_id, topic, count(*) AS questions,
+       avg(correct_first::INT) AS first_try_accuracy,
+       avg(correct_final::INT) AS after_reteach_accuracy,
+       avg(correct_final::INT) FILTER (WHERE NOT correct_first) AS reteach_fix_rate
+FROM question_outcomes
+GROUP BY run_id, topic;
+
+-- Per run and topic: first-try correctness of the n-th question on that topic, with the running
+-- accuracy so far and over the last 10 questions.
+CREATE OR REPLACE VIEW learning_curve AS
+SELECT run_id, topic,
+       row_number() OVER w AS question_number,
+       difficulty, correct_first,
+       avg(correct_first::INT) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+           AS cumulative_accuracy,
+       avg(correct_first::INT) OVER (w ROWS BETWEEN 9 PRECEDING AND CURRENT ROW)
+           AS rolling_accuracy_10
+FROM question_outcomes
+WINDOW w AS (PARTITION BY run_id, topic ORDER BY asked_at, question_id);
+
+-- Per run, topic and reteach strategy: how often the answer right after it was correct.
+CREATE OR REPLACE VIEW strategy_effectiveness AS
+SELECT r.run_id, r.topic, r.strategy, count(*) AS reteaches,
+       count(*) FILTER (WHERE c.correct) AS successes,
+       avg(c.correct::INT) AS success_rate
+FROM messages r
+JOIN messages c
+  ON c.question_id = r.question_id AND c.kind = 'critique' AND c.attempt = r.attempt
+WHERE r.kind = 'reteach'
+GROUP BY r.run_id, r.topic, r.strategy;
+
+-- One row per run.
+CREATE OR REPLACE VIEW run_summary AS
+WITH q AS (
+    SELECT run_id, count(*) AS questions,
+           avg(correct_first::INT) AS first_try_accuracy,
+           avg(correct_final::INT) AS after_reteach_accuracy,
+           avg(correct_final::INT) FILTER (WHERE NOT correct_first) AS reteach_fix_rate
+    FROM question_outcomes GROUP BY run_id),
+l AS (
+    SELECT run_id, count(*) AS lessons,
+           count(*) FILTER (WHERE status <> 'complete') AS lessons_failed
+    FROM lessons GROUP BY run_id),
+m AS (
+    SELECT run_id, count(*) AS messages,
+           sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens
+    FROM messages GROUP BY run_id)
+SELECT r.run_id, r.status, r.started_at, r.finished_at, r.student_model, r.teacher_model,
+       r.lessons_planned, coalesce(l.lessons, 0) AS lessons,
+       coalesce(l.lessons_failed, 0) AS lessons_failed,
+       coalesce(q.questions, 0) AS questions, q.first_try_accuracy, q.after_reteach_accuracy,
+       q.reteach_fix_rate, coalesce(m.messages, 0) AS messages,
+       coalesce(m.prompt_tokens, 0) AS prompt_tokens,
+       coalesce(m.completion_tokens, 0) AS completion_tokens
+FROM runs r LEFT JOIN q USING (run_id) LEFT JOIN l USING (run_id) LEFT JOIN m USING (run_id);

@@ -1,0 +1,259 @@
+"""The store as users meet it: schema, views, read-only SQL, replay, export/merge, and reading
+while another process writes."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import adds_only_student, teacher_reply
+
+from teachloop import Store, run_lessons
+from teachloop.agents.backends.scripted import ScriptedBackend
+from teachloop.errors import StoreError
+from teachloop.messages import Critique, Reteach
+from teachloop.store.replay import render_transcript
+from teachloop.store.store import ALL_TABLES, SCHEMA_VERSION
+
+TESTS = Path(__file__).parent
+VIEWS = {
+    "transcript",
+    "question_outcomes",
+    "topic_accuracy",
+    "learning_curve",
+    "strategy_effectiveness",
+    "run_summary",
+}
+
+
+@pytest.fixture
+def logged(make_config) -> tuple[Store, object]:
+    config = make_config(lessons=5)
+    result = run_lessons(
+        config,
+        teacher_backend=ScriptedBackend(teacher_reply),
+        student_backend=ScriptedBackend(adds_only_student),
+        progress=False,
+    )
+    return Store(config.db), result
+
+
+def counts(store: Store) -> dict[str, int]:
+    return {
+        t: store.query(f"SELECT count(*) AS n FROM {t}").to_pylist()[0]["n"] for t in ALL_TABLES
+    }
+
+
+def test_plain_duckdb_sees_tables_views_and_version(logged) -> None:
+    store, _ = logged
+    con = duckdb.connect(str(store.path), read_only=True)
+    names = {
+        r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    }
+    assert set(ALL_TABLES) | VIEWS <= names
+    version = con.execute("SELECT value FROM teachloop_meta WHERE key = 'schema_version'")
+    assert version.fetchone() == (str(SCHEMA_VERSION),)
+    con.close()
+
+
+def test_views_agree_with_the_run_and_with_each_other(logged) -> None:
+    store, result = logged
+    topics = {r["topic"]: r for r in store.query("SELECT * FROM topic_accuracy").to_pylist()}
+    for t in result.topics:
+        assert topics[t.topic]["questions"] == t.questions
+        assert topics[t.topic]["first_try_accuracy"] == t.first_try_accuracy
+    summary = store.query("SELECT * FROM run_summary").to_pylist()
+    assert len(summary) == 1 and summary[0]["questions"] == result.questions
+    assert summary[0]["messages"] == sum(result.messages_by_kind.values())
+    # learning curve: numbered 1..n per topic, running accuracy of a student who never
+    # multiplies right stays 0, of one who always adds right stays 1
+    curve = store.query("""
+        SELECT topic, max(question_number) AS n, count(*) AS rows,
+               min(cumulative_accuracy) AS lo, max(cumulative_accuracy) AS hi
+        FROM learning_curve GROUP BY topic""").to_pylist()
+    by_topic = {r["topic"]: r for r in curve}
+    assert by_topic["arithmetic.multiplication"]["hi"] == 0.0
+    assert by_topic["arithmetic.addition"]["lo"] == 1.0
+    assert all(r["n"] == r["rows"] == topics[r["topic"]]["questions"] for r in curve)
+    # strategies: one row per strategy used; reteaches add up to the reteach messages
+    strategies = store.query("SELECT * FROM strategy_effectiveness").to_pylist()
+    assert sum(r["reteaches"] for r in strategies) == result.messages_by_kind["reteach"]
+    assert all(r["success_rate"] == 0.0 for r in strategies)  # reteaching never helps this one
+
+
+def test_transcript_view_is_the_dialogue_in_order(logged) -> None:
+    store, _ = logged
+    lesson = store.lessons()[0].lesson_id
+    rows = store.query("SELECT turn, kind FROM transcript WHERE lesson_id = ?", [lesson])
+    typed = store.transcript(lesson)
+    assert rows.column("kind").to_pylist() == [m.kind for m in typed]
+    assert rows.column("turn").to_pylist() == list(range(len(typed)))
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO runs SELECT * FROM runs",
+        "UPDATE messages SET text = 'x'",
+        "DELETE FROM messages",
+        "DROP TABLE messages",
+        "CREATE TABLE evil (a INT)",
+        "ALTER TABLE messages ADD COLUMN x INT",
+        "ATTACH ':memory:' AS other",
+        "COPY messages TO '{tmp}/stolen.csv'",
+        "SELECT 1; DELETE FROM messages",
+        "INSTALL httpfs",
+        "CHECKPOINT",
+        "SET threads = 1",
+    ],
+)
+def test_sql_that_writes_is_refused_and_changes_nothing(logged, tmp_path, sql) -> None:
+    store, _ = logged
+    before = counts(store)
+    with pytest.raises(StoreError, match="refused: teachloop sql is read-only"):
+        store.read_only_query(sql.format(tmp=tmp_path))
+    assert counts(store) == before
+    assert not (tmp_path / "stolen.csv").exists()
+
+
+def test_read_only_queries_work(logged) -> None:
+    store, result = logged
+    assert store.read_only_query("SELECT count(*) AS n FROM lessons").to_pylist() == [{"n": 5}]
+    explained = store.read_only_query("EXPLAIN SELECT * FROM topic_accuracy")
+    assert explained.num_rows >= 1
+    with pytest.raises(StoreError, match=r"query failed: .*no_such_table"):
+        store.read_only_query("SELECT * FROM no_such_table")
+    df = store.df("SELECT * FROM run_summary")
+    assert df.loc[0, "questions"] == result.questions
+
+
+def test_lessons_filters(logged) -> None:
+    store, _ = logged
+    assert len(store.lessons()) == 5
+    assert len(store.lessons(run_id="test-run", status="complete")) == 5
+    assert store.lessons(status="failed") == []
+    assert store.lessons(run_id="other") == []
+    with_add = store.lessons(topic="arithmetic.addition")
+    expected = store.query("""SELECT count(DISTINCT lesson_id) AS n FROM messages
+        WHERE kind = 'question' AND topic = 'arithmetic.addition'""").to_pylist()[0]["n"]
+    assert len(with_add) == expected
+    pairs = list(store.transcripts("test-run"))
+    assert [lesson.lesson_id for lesson, _ in pairs] == [x.lesson_id for x in store.lessons()]
+
+
+def test_replay_formats(logged) -> None:
+    store, _ = logged
+    messages = store.transcript(store.lessons()[0].lesson_id)
+    text = render_transcript(messages, "text")
+    assert text.splitlines()[1].startswith("[ 0] teacher question 1 · arithmetic.")
+    assert "critique, attempt 0 ·" in text
+    if any(isinstance(m, Reteach) for m in messages):
+        assert "strategy:" in text
+    markdown = render_transcript(messages, "markdown")
+    assert markdown.startswith("## Lesson `test-run-L00000`")
+    as_json = json.loads(render_transcript(messages, "json"))
+    assert [m["message_id"] for m in as_json] == [m.message_id for m in messages]
+    assert sum(isinstance(m, Critique) for m in messages) == text.count("critique, attempt")
+
+
+def test_export_then_merge_gives_identical_counts(logged, tmp_path) -> None:
+    store, _ = logged
+    exported = store.export_run("test-run", tmp_path / "export")
+    assert exported["messages"] == counts(store)["messages"]
+    merged = Store(tmp_path / "merged.duckdb")
+    merged.merge(tmp_path / "export")
+    run_tables = ("runs", "lessons", "messages", "mastery")
+    assert {t: counts(merged)[t] for t in run_tables} == {t: counts(store)[t] for t in run_tables}
+    # merging again (as an export or as the database itself) adds nothing
+    assert set(merged.merge(tmp_path / "export").values()) == {0}
+    assert set(merged.merge(store.path).values()) == {0}
+    assert merged.transcript("test-run-L00000") == store.transcript("test-run-L00000")
+
+
+def test_merge_combines_logs_of_two_machines(make_config, tmp_path) -> None:
+    stores = []
+    for name in ("a", "b"):
+        config = make_config(db=tmp_path / f"{name}.duckdb", run_id=f"run-{name}", lessons=2)
+        run_lessons(
+            config,
+            teacher_backend=ScriptedBackend(teacher_reply),
+            student_backend=ScriptedBackend(adds_only_student),
+            progress=False,
+        )
+        stores.append(Store(config.db))
+    combined = Store(tmp_path / "all.duckdb")
+    for s in stores:
+        combined.merge(s.path)
+    assert counts(combined)["messages"] == sum(counts(s)["messages"] for s in stores)
+    runs = combined.query("SELECT run_id FROM run_summary ORDER BY run_id").to_pylist()
+    assert runs == [{"run_id": "run-a"}, {"run_id": "run-b"}]
+
+
+def test_newer_schema_is_refused(tmp_path) -> None:
+    db = tmp_path / "future.duckdb"
+    Store(db)
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE teachloop_meta SET value = '99' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(StoreError, match="schema version 99, newer than this teachloop"):
+        Store(db)
+
+
+def test_old_schema_is_migrated_keeping_data(tmp_path) -> None:
+    from importlib.resources import files
+
+    db = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute(files("teachloop.store").joinpath("migrations/001_core.sql").read_text())
+    con.execute("INSERT INTO teachloop_meta VALUES ('schema_version', '1')")
+    con.execute("""INSERT INTO runs VALUES ('old', now(), NULL, 'complete', 1, 't', 's', '{}')""")
+    con.close()
+    store = Store(db)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.query("SELECT run_id, lessons FROM run_summary").to_pylist() == [
+        {"run_id": "old", "lessons": 0}
+    ]
+
+
+def test_reader_in_another_process_works_while_a_run_writes(tmp_path) -> None:
+    db = tmp_path / "live.duckdb"
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    writer = subprocess.Popen(
+        [sys.executable, str(TESTS / "scripted_run.py"), str(db), "24", "0.01"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[int] = []
+    try:
+        while writer.poll() is None or not seen:
+            if db.exists():
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "teachloop.cli",
+                        "sql",
+                        "--db",
+                        str(db),
+                        "SELECT count(*) AS n FROM messages",
+                        "--format",
+                        "csv",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+                assert done.returncode == 0, done.stderr
+                seen.append(int(done.stdout.split()[-1]))
+            time.sleep(0.05)
+    finally:
+        writer.wait(timeout=120)
+    assert writer.returncode == 0
+    assert seen == sorted(seen), "readers see the log grow, never shrink"
+    assert len(set(seen)) >= 2, "some reads should land while the run was writing"
+    assert seen[-1] == counts(Store(db))["messages"]
