@@ -19,7 +19,11 @@ install: $(VENV)/.installed
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/teachloop run --config examples/arithmetic.toml --db $(DEMO_DB)
-	@echo "Logged to $(DEMO_DB). Query it: $(BIN)/python -c \"import duckdb; print(duckdb.connect('$(DEMO_DB)', read_only=True).sql('SELECT kind, count(*) FROM messages GROUP BY kind'))\""
+	@echo
+	@echo "Every message is in $(DEMO_DB). Try:"
+	@echo "  $(BIN)/teachloop sql --db $(DEMO_DB) 'SELECT * FROM topic_accuracy'"
+	@echo "  $(BIN)/teachloop lessons --db $(DEMO_DB)"
+	@echo "  $(BIN)/teachloop replay --db $(DEMO_DB) LESSON_ID"
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
