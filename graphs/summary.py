@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -43,7 +44,8 @@ class RunResult(BaseModel):
     topics: list[TopicSummary]
 
     def render(self, console: Console | None = None) -> None:
-        console = console or Console()
+        # Logs and CI capture output: don't cut the table to 80 columns there.
+        console = console or Console(width=None if sys.stdout.isatty() else 110)
 
         def pct(x: float | None) -> str:
             return "-" if x is None else f"{x:.0%}"

@@ -1,6 +1,10 @@
 """In-process generation with transformers: the embedded default, so a fresh machine needs no
 server. Concurrent ``complete()`` calls are queued and one worker task batches them into a
 single ``model.generate`` call (run in a thread so the event loop stays responsive).
+
+With ``adapter_dir`` the backend serves a fine-tuned student: a PEFT LoRA adapter is loaded on
+top of the base model and merged into its weights (``merge_and_unload``), so generation costs
+what the base model costs.
 """
 
 from __future__ import annotations
@@ -55,6 +59,10 @@ class TransformersBackend(Backend):
     The model loads on first use (or in ``check()``), in a worker thread. Per-request stop
     strings and ``max_tokens`` are enforced per row during generation, so a request's output in
     a batch matches its output alone (greedy) and the batch ends as soon as every row is done.
+
+    ``adapter_dir`` names a PEFT LoRA adapter (``save_pretrained`` output) to merge into the
+    base model after loading; the reported model name is then ``{base}+{adapter}`` unless
+    ``name`` is given.
     """
 
     def __init__(
@@ -65,14 +73,19 @@ class TransformersBackend(Backend):
         max_batch_size: int = 16,
         batch_window_s: float = 0.02,
         name: str | None = None,
+        adapter_dir: str | Path | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         self.model_dir = Path(model_dir)
+        self.adapter_dir = Path(adapter_dir) if adapter_dir is not None else None
         self.dtype = dtype
         self.max_batch_size = max_batch_size
         self.batch_window_s = batch_window_s
-        self.name = name or self.model_dir.name
+        default_name = self.model_dir.name
+        if self.adapter_dir is not None:
+            default_name = f"{default_name}+{self.adapter_dir.name}"
+        self.name = name or default_name
         self.generate_calls = 0  # observability: how many batches ran
         self._model: Any = None
         self._tokenizer: Any = None
@@ -118,11 +131,37 @@ class TransformersBackend(Backend):
                 raise BackendUnavailable(
                     f"cannot load model from {self.model_dir}: {reason}"
                 ) from err
+            if self.adapter_dir is not None:
+                model = self._merge_adapter(model)
             model.eval()
             if tokenizer.pad_token_id is None:
                 tokenizer.pad_token = tokenizer.eos_token
             self._tokenizer = tokenizer
             self._model = model
+
+    def _merge_adapter(self, model: Any) -> Any:
+        """Apply the LoRA adapter in ``adapter_dir`` and fold it into the base weights."""
+        adapter_dir = self.adapter_dir
+        assert adapter_dir is not None
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise BackendUnavailable(
+                f"cannot load adapter from {adapter_dir}: no adapter_config.json there"
+            )
+        try:
+            from peft import PeftModel
+        except ImportError as err:
+            raise BackendUnavailable(
+                f"cannot load adapter from {adapter_dir}: peft is not installed "
+                "(install teachloop[train])"
+            ) from err
+        try:
+            peft_model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+            return peft_model.merge_and_unload()
+        except Exception as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            raise BackendUnavailable(
+                f"cannot load adapter from {adapter_dir}: {reason}"
+            ) from err
 
     # -- requests ----------------------------------------------------------------------------
 
