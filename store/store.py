@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from teachloop.errors import StoreError
 from teachloop.messages import Message, parse_message
-from teachloop.records import AnyMessage, LessonLog, LessonRecord, RunRecord
+from teachloop.records import LessonLog, LessonRecord, RunRecord
 
 # (version, file in store/migrations/); the schema version is the last one applied.
 MIGRATIONS = [(1, "001_core.sql"), (2, "002_training.sql")]
@@ -128,7 +128,7 @@ class Store:
         if not logs:
             return
         lessons = pa.Table.from_pylist([log.lesson.model_dump(mode="python") for log in logs])
-        messages = pa.Table.from_pylist([row for log in logs for row in _message_rows(log)])
+        messages = _message_table(logs)
         mastery = pa.Table.from_pylist(
             [s.model_dump(mode="python") for log in logs for s in log.mastery]
         )
@@ -339,37 +339,35 @@ def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
-def _message_rows(log: LessonLog) -> list[dict]:
-    questions = {m.message_id: m for m in log.messages if m.kind == "question"}
-    return [_message_row(m, questions) for m in log.messages]
+_MESSAGE_COLUMNS = (
+    *("message_id", "run_id", "lesson_id", "turn", "kind", "sender", "created_at", "text"),
+    *("question_id", "topic", "difficulty", "attempt", "final_answer", "correct", "score"),
+    *("error_category", "strategy", "model", "endpoint", "prompt_tokens", "completion_tokens"),
+    *("latency_s", "payload"),
+)
 
 
-def _message_row(m: AnyMessage, questions: dict[str, AnyMessage]) -> dict:
-    question = m if m.kind == "question" else questions[m.question_id]
-    data = m.model_dump(mode="json", exclude={"created_at"})
-    gen = m.generation
-    return {
-        "message_id": m.message_id,
-        "run_id": m.run_id,
-        "lesson_id": m.lesson_id,
-        "turn": m.turn,
-        "kind": m.kind,
-        "sender": data["sender"],
-        "created_at": m.created_at,
-        "text": m.text,
-        "question_id": question.message_id,
-        "topic": question.topic,
-        "difficulty": question.difficulty,
-        "attempt": data.get("attempt"),
-        "final_answer": data.get("final_answer"),
-        "correct": data.get("correct"),
-        "score": data.get("score"),
-        "error_category": data.get("error_category"),
-        "strategy": data.get("strategy"),
-        "model": gen.model if gen else None,
-        "endpoint": gen.endpoint if gen else None,
-        "prompt_tokens": gen.prompt_tokens if gen else 0,
-        "completion_tokens": gen.completion_tokens if gen else 0,
-        "latency_s": gen.latency_s if gen else 0.0,
-        "payload": m.model_dump_json(),
-    }
+def _message_table(logs: list[LessonLog]) -> pa.Table:
+    """Flatten messages column by column (the write path's hot loop: ~10x cheaper than a
+    dict per row through ``model_dump``)."""
+    cols: dict[str, list] = {name: [] for name in _MESSAGE_COLUMNS}
+    for log in logs:
+        questions = {m.message_id: m for m in log.messages if m.kind == "question"}
+        for m in log.messages:
+            question = m if m.kind == "question" else questions[m.question_id]
+            gen = m.generation
+            fields = m.__dict__  # pydantic keeps field values here; getattr misses are slow
+            error, strategy = fields.get("error_category"), fields.get("strategy")
+            row = (
+                *(m.message_id, m.run_id, m.lesson_id, m.turn, m.kind, m.sender.value),
+                *(m.created_at, m.text, question.message_id, question.topic),
+                *(question.difficulty, fields.get("attempt"), fields.get("final_answer")),
+                *(fields.get("correct"), fields.get("score"), error.value if error else None),
+                *(strategy.value if strategy else None, gen.model if gen else None),
+                *(gen.endpoint if gen else None, gen.prompt_tokens if gen else 0),
+                *(gen.completion_tokens if gen else 0, gen.latency_s if gen else 0.0),
+                m.model_dump_json(),
+            )
+            for name, value in zip(_MESSAGE_COLUMNS, row, strict=True):
+                cols[name].append(value)
+    return pa.table(cols)
