@@ -98,9 +98,10 @@ def _assert_png(path: Path) -> None:
 
 
 def _table_rows(markdown: str, heading: str) -> list[list[str]]:
-    """The body rows of the first table under ``## heading``."""
-    section = markdown.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    """The body rows of the table under the heading ``heading`` (any level)."""
+    match = re.search(rf"^#+ {re.escape(heading)}\n(.*?)(?=^#|\Z)", markdown, re.M | re.S)
+    assert match, heading
+    lines = [ln for ln in match[1].splitlines() if ln.startswith("|")]
     return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
 
 

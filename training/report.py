@@ -174,6 +174,12 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
+def _integer_axis(axis: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path, format="png")
     return path
@@ -189,9 +195,10 @@ def _plot_accuracy(rows: list[dict[str, Any]], path: Path) -> Path:
         values = [math.nan if a is None else a for a in row["accuracies"]]
         values.append(math.nan if row["overall"] is None else row["overall"])
         xs = [t + (i - (n - 1) / 2) * width for t in range(len(topics))]
-        ax.bar(xs, values, width=width, label=row["version"])
+        bars = ax.bar(xs, values, width=width, label=row["version"])
+        ax.bar_label(bars, fmt="%.2f", fontsize="x-small", padding=1)
     ax.set_xticks(range(len(topics)), topics, rotation=20, ha="right")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.1)
     ax.set_ylabel("held-out accuracy")
     ax.set_title("Held-out accuracy per topic (latest evaluation of each version)")
     ax.legend(title="version", fontsize="small")
@@ -209,7 +216,8 @@ def _plot_curves(rows: list[dict[str, Any]], path: Path) -> Path:
     for row in rows:
         ax = axes[row["topic"]]
         color = colors.setdefault(row["run_id"], f"C{len(colors) % 10}")
-        ax.plot(row["x"], row["cumulative"], color=color, label=f"{row['run_id']} cumulative")
+        marker = "." if len(row["x"]) < 30 else None
+        ax.plot(row["x"], row["cumulative"], color=color, marker=marker, label=row["run_id"])
         ax.plot(row["x"], row["rolling"], color=color, linestyle="--", alpha=0.6)
     for topic, ax in axes.items():
         ax.set_title(topic)
@@ -217,6 +225,7 @@ def _plot_curves(rows: list[dict[str, Any]], path: Path) -> Path:
         ax.set_xlabel("question on this topic")
         ax.set_ylabel("first-try accuracy")
         ax.grid(alpha=0.3)
+        _integer_axis(ax.xaxis)
     first = axes[topics[0]]
     first.legend(fontsize="x-small", title="run (dashed: last 10)", title_fontsize="x-small")
     fig.suptitle("Learning curves")
@@ -236,6 +245,7 @@ def _plot_training(rows: list[dict[str, Any]], path: Path) -> Path:
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+        _integer_axis(ax.xaxis)
         if ax.lines:
             ax.legend(fontsize="x-small")
         else:
@@ -252,6 +262,8 @@ def _plot_pairs(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("preference pairs")
     ax.set_title("Preference pairs by rule")
     ax.tick_params(axis="x", labelrotation=20)
+    ax.margins(y=0.15)
+    _integer_axis(ax.yaxis)
     return _save(fig, path)
 
 
@@ -278,9 +290,9 @@ def _md_table(table: pa.Table) -> str:
     return "\n".join(lines)
 
 
-def _section(title: str, table: pa.Table, empty: str) -> list[str]:
+def _section(title: str, table: pa.Table, empty: str, level: int = 3) -> list[str]:
     body = _md_table(table) if table.num_rows else f"_{empty}_"
-    return [f"## {title}", "", body, ""]
+    return [f"{'#' * level} {title}", "", body, ""]
 
 
 def _image(png: Path | None, alt: str, empty: str) -> list[str]:
@@ -314,7 +326,7 @@ def write_report(store: Store, out_dir: Path) -> Path:
         "",
         f"Database: `{store.path.name}`",
         "",
-        *_section("Runs", store.query(_RUNS_SQL), "No runs yet."),
+        *_section("Runs", store.query(_RUNS_SQL), "No runs yet.", level=2),
         "## Learning curves",
         "",
         *_image(curves_png, "learning curves", "No learning-curve data yet (no lessons logged)."),
@@ -325,7 +337,9 @@ def write_report(store: Store, out_dir: Path) -> Path:
         "",
         *_image(accuracy_png, "held-out accuracy by version", "No evaluations yet."),
         *_section(
-            "Latest evaluation per version", store.query(_EVAL_BY_VERSION_SQL), "No evaluations yet."
+            "Latest evaluation per version",
+            store.query(_EVAL_BY_VERSION_SQL),
+            "No evaluations yet.",
         ),
         *_section(
             "Latest evaluation per version and topic",

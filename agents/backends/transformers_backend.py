@@ -159,9 +159,7 @@ class TransformersBackend(Backend):
             return peft_model.merge_and_unload()
         except Exception as err:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-            raise BackendUnavailable(
-                f"cannot load adapter from {adapter_dir}: {reason}"
-            ) from err
+            raise BackendUnavailable(f"cannot load adapter from {adapter_dir}: {reason}") from err
 
     # -- requests ----------------------------------------------------------------------------
 
