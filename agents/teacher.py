@@ -14,6 +14,7 @@ from teachloop.agents.backends.base import Backend, GenerationRequest
 from teachloop.agents.mastery import MasteryModel
 from teachloop.agents.prompts import feedback_prompt, judge_prompt, reteach_prompt
 from teachloop.domains import DomainSet, Problem, Verdict
+from teachloop.errors import ConfigError
 from teachloop.messages import (
     Answer,
     Critique,
@@ -25,6 +26,8 @@ from teachloop.messages import (
     message_id,
 )
 
+_MAX_DRAWS = 200
+
 
 class Teacher:
     def __init__(
@@ -34,9 +37,12 @@ class Teacher:
         *,
         max_tokens: int = 48,
         temperature: float = 0.0,
+        reserved: frozenset[str] = frozenset(),
     ) -> None:
         self.backend = backend
         self.domains = domains
+        # Held-out evaluation questions: never asked in a lesson, so never trained on.
+        self.reserved = reserved
         self.max_tokens = max_tokens
         self.temperature = temperature
 
@@ -47,7 +53,15 @@ class Teacher:
         return topic, mastery.topic(topic).difficulty
 
     def make_problem(self, topic: str, difficulty: int, rng: random.Random) -> Problem:
-        return self.domains.domain_for(topic).generate(topic, difficulty, rng)
+        domain = self.domains.domain_for(topic)
+        for _ in range(_MAX_DRAWS):
+            problem = domain.generate(topic, difficulty, rng)
+            if problem.question not in self.reserved:
+                return problem
+        raise ConfigError(
+            f"topic {topic}: every question drawn is in the held-out evaluation set; "
+            "lower [eval].per_topic or add questions to the bank"
+        )
 
     def ask(
         self, problem: Problem, *, run_id: str, lesson_id: str, turn: int, index: int

@@ -24,7 +24,7 @@ from teachloop.agents.mastery import MasteryModel
 from teachloop.agents.student import Student
 from teachloop.agents.teacher import Teacher
 from teachloop.config import RunConfig
-from teachloop.domains import DomainSet, builtin_domains, load_bank
+from teachloop.domains import DomainSet, builtin_domains, heldout_questions, load_bank
 from teachloop.errors import BackendUnavailable
 from teachloop.graphs.lesson import (
     CHECKPOINT_TYPES,
@@ -35,7 +35,14 @@ from teachloop.graphs.lesson import (
 )
 from teachloop.graphs.summary import RunResult, summarize
 from teachloop.messages import Critique
-from teachloop.records import EndReason, LessonLog, LessonRecord, LessonStatus, RunRecord
+from teachloop.records import (
+    EndReason,
+    LessonLog,
+    LessonRecord,
+    LessonStatus,
+    ModelVersion,
+    RunRecord,
+)
 from teachloop.store.store import Store
 
 _FLUSH_EVERY_S = 1.0
@@ -89,15 +96,19 @@ async def arun_lessons(
     domains = build_domains(config)
     store = Store(config.db)
     run_id = config.run_id or new_run_id()
+    student_version = _student_version(store, config)
     owned = teacher_backend is None and student_backend is None
     if teacher_backend is None or student_backend is None:
-        built = build_backends(config.teacher, config.student)
+        adapter = Path(student_version.adapter_path) if student_version.adapter_path else None
+        built = await asyncio.to_thread(build_backends, config.teacher, config.student, adapter)
         teacher_backend = teacher_backend or built[0]
         student_backend = student_backend or built[1]
     try:
         for backend in {id(b): b for b in (teacher_backend, student_backend)}.values():
             await backend.check()
-        runner = _Runner(config, run_id, store, domains, teacher_backend, student_backend)
+        runner = _Runner(
+            config, run_id, store, domains, teacher_backend, student_backend, student_version
+        )
         return await runner.run(progress=progress)
     finally:
         if owned:
@@ -114,8 +125,10 @@ class _Runner:
         domains: DomainSet,
         teacher_backend: Backend,
         student_backend: Backend,
+        student_version: ModelVersion,
     ) -> None:
         self.config = config
+        self.student_version = student_version
         self.run_id = run_id
         self.store = store
         self.agents = LessonAgents(
@@ -124,6 +137,9 @@ class _Runner:
                 domains,
                 max_tokens=config.teacher.max_tokens,
                 temperature=config.teacher.temperature,
+                reserved=heldout_questions(
+                    domains, config.topics, config.eval.per_topic, config.eval.seed
+                ),
             ),
             student=Student(
                 student_backend,
@@ -145,7 +161,7 @@ class _Runner:
                 run_id=self.run_id,
                 lessons_planned=cfg.lessons,
                 teacher_model=cfg.teacher.model,
-                student_model=cfg.student.model,
+                student_model=f"{cfg.student.model}@{self.student_version.version}",
                 config=cfg.model_dump_json(),
             )
         )
@@ -227,6 +243,15 @@ class _Runner:
         for log in batch:  # stored lessons need no checkpoint; keeps the file from growing
             if log.lesson.status is LessonStatus.complete:
                 await self.saver.adelete_thread(log.lesson.lesson_id)
+
+
+def _student_version(store: Store, config: RunConfig) -> ModelVersion:
+    """The student model lessons use: the store's promoted version of the configured model when
+    there is one and the config follows it, else the base model."""
+    base = ModelVersion(version="base", method="base", base_model=config.student.model)
+    if not config.student.follow_promoted:
+        return base
+    return store.promoted_version(config.student.model) or base
 
 
 def _lesson_log(state: LessonState, error: str | None, budget: int) -> LessonLog:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from teachloop.errors import StoreError
 from teachloop.messages import Message, parse_message
-from teachloop.records import LessonLog, LessonRecord, RunRecord
+from teachloop.records import LessonLog, LessonRecord, ModelVersion, RunRecord
 
 # (version, file in store/migrations/); the schema version is the last one applied.
 MIGRATIONS = [(1, "001_core.sql"), (2, "002_training.sql")]
@@ -187,7 +187,7 @@ class Store:
         with one status."""
         rows = self.query(
             """
-            SELECT * FROM lessons l
+            SELECT * EXCLUDE (logged_at) FROM lessons l
             WHERE ($run IS NULL OR run_id = $run) AND ($status IS NULL OR status = $status)
               AND ($topic IS NULL OR EXISTS (
                     SELECT 1 FROM messages m
@@ -266,6 +266,19 @@ class Store:
                 )
             con.execute("COMMIT")
         return added
+
+    def model_versions(self) -> list[ModelVersion]:
+        rows = self.query("SELECT * FROM model_versions ORDER BY created_at, version").to_pylist()
+        return [ModelVersion.model_validate(r) for r in rows]
+
+    def promoted_version(self, base_model: str) -> ModelVersion | None:
+        """The most recently promoted version of ``base_model`` (lessons use it as the student)."""
+        rows = self.query(
+            "SELECT * FROM model_versions WHERE promoted AND base_model = ? "
+            "ORDER BY created_at DESC, version DESC LIMIT 1",
+            [base_model],
+        ).to_pylist()
+        return ModelVersion.model_validate(rows[0]) if rows else None
 
     def finished_lessons(self, run_id: str) -> set[str]:
         rows = self.query(

@@ -46,6 +46,8 @@ class AgentConfig(_Strict):
     endpoints: tuple[EndpointConfig, ...] = ()
     temperature: float = Field(default=0.0, ge=0.0)
     max_tokens: int = Field(default=48, ge=1)
+    # Student only: use the adapter of the store's promoted model version, if there is one.
+    follow_promoted: bool = True
 
     @model_validator(mode="after")
     def _endpoints_match_backend(self) -> Self:
@@ -63,6 +65,30 @@ class LessonConfig(_Strict):
     start_difficulty: int = Field(default=1, ge=1, le=5)
 
 
+class EvalConfig(_Strict):
+    """The held-out set (never asked in lessons) and the promotion gate."""
+
+    per_topic: int = Field(default=20, ge=1)
+    seed: int = 1234
+    tolerance: float = Field(default=0.05, ge=0.0, le=1.0, description="allowed accuracy drop")
+
+
+class TrainingConfig(_Strict):
+    """LoRA fine-tuning of the student on preference pairs from the log."""
+
+    method: Literal["dpo", "sft"] = "dpo"
+    steps: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    learning_rate: float = Field(default=5e-5, gt=0)
+    beta: float = Field(default=0.1, gt=0, description="DPO temperature")
+    lora_r: int = Field(default=8, ge=1)
+    lora_alpha: int = Field(default=16, ge=1)
+    seed: int = 0
+    adapters: Path | None = Field(
+        default=None, description="where adapters are written (default: <db dir>/adapters)"
+    )
+
+
 class RunConfig(_Strict):
     db: Path = Path("teachloop.duckdb")
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -72,6 +98,8 @@ class RunConfig(_Strict):
     topics: tuple[str, ...] = DEFAULT_TOPICS
     banks: tuple[Path, ...] = Field(default=(), description="JSONL question banks")
     lesson: LessonConfig = LessonConfig()
+    eval: EvalConfig = EvalConfig()
+    training: TrainingConfig = TrainingConfig()
     teacher: AgentConfig = AgentConfig(max_tokens=48)
     student: AgentConfig = AgentConfig(max_tokens=12)
 
@@ -90,6 +118,9 @@ class RunConfig(_Strict):
             data["banks"] = [str(base / b) for b in data["banks"]]
         if "db" in data and isinstance(data["db"], str):
             data["db"] = str(base / data["db"])
+        training = data.get("training")
+        if isinstance(training, dict) and isinstance(training.get("adapters"), str):
+            training["adapters"] = str(base / training["adapters"])
         return cls.validated(data, source=str(path))
 
     @classmethod

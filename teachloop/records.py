@@ -74,3 +74,20 @@ class RunRecord(BaseModel):
     teacher_model: str
     student_model: str
     config: str = Field(description="the run's config as JSON")
+
+
+class ModelVersion(BaseModel):
+    """A student model: the base model, or the base plus a LoRA adapter trained from the log."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str
+    parent_version: str | None = None
+    method: str  # base | dpo | sft
+    adapter_path: str | None = None
+    base_model: str
+    job_id: str | None = None
+    watermark: datetime | None = None
+    promoted: bool = False
+    metrics: str | None = Field(default=None, description="JSON")
+    created_at: datetime = Field(default_factory=utcnow)

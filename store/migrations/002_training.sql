@@ -52,3 +52,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     created_at  TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (eval_id, topic)
 );
+
+-- When the store received a lesson (the pair builder's watermark: a lesson finished before an
+-- earlier build but flushed after it is still picked up).
+ALTER TABLE lessons ADD COLUMN logged_at TIMESTAMPTZ DEFAULT now();
