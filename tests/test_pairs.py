@@ -1,0 +1,168 @@
+"""Preference pairs from hand-made logs: each rule, dedupe, the normalisation filter, the
+watermark."""
+
+from datetime import UTC, datetime
+
+import pytest
+from conftest import current_question
+
+from teachloop import Store
+from teachloop.agents.backends.base import GenerationRequest
+from teachloop.agents.backends.scripted import ScriptedBackend
+from teachloop.agents.prompts import student_prompt
+from teachloop.graphs.runner import run_lessons
+from teachloop.messages import Answer, Critique, ErrorCategory, Question, Reteach, Strategy
+from teachloop.records import EndReason, LessonLog, LessonRecord, LessonStatus
+from teachloop.training.pairs import build_pairs, unused_pairs
+
+T = datetime(2026, 11, 27, tzinfo=UTC)
+
+
+def lesson(
+    lesson_id: str,
+    turns: list[tuple[str, bool | None]],
+    question: str = "What is 2 + 3?",
+    reference: str = "5",
+) -> LessonLog:
+    """A one-question lesson: turns are (student reply, verdict) per attempt."""
+    common = {"run_id": "r", "lesson_id": lesson_id, "created_at": T}
+    q = Question(
+        message_id=f"{lesson_id}-m000",
+        turn=0,
+        text=question,
+        question_index=0,
+        topic="arithmetic.addition",
+        difficulty=1,
+        reference_answer=reference,
+        **common,
+    )
+    messages: list = [q]
+    for attempt, (reply, correct) in enumerate(turns):
+        if attempt:
+            messages.append(
+                Reteach(
+                    message_id=f"{lesson_id}-m{len(messages):03d}",
+                    turn=len(messages),
+                    text="Add.",
+                    question_id=q.message_id,
+                    attempt=attempt,
+                    strategy=Strategy.hint,
+                    explanation="Add.",
+                    **common,
+                )
+            )
+        answer = Answer(
+            message_id=f"{lesson_id}-m{len(messages):03d}",
+            turn=len(messages),
+            text=reply,
+            prompt=student_prompt(question) if attempt == 0 else "x",
+            question_id=q.message_id,
+            attempt=attempt,
+            final_answer=reply.strip() or None,
+            **common,
+        )
+        messages.append(answer)
+        messages.append(
+            Critique(
+                message_id=f"{lesson_id}-m{len(messages):03d}",
+                turn=len(messages),
+                text="ok" if correct else "no",
+                question_id=q.message_id,
+                answer_id=answer.message_id,
+                attempt=attempt,
+                correct=bool(correct),
+                score=float(correct),
+                error_category=ErrorCategory.none if correct else ErrorCategory.wrong,
+                feedback="f",
+                **common,
+            )
+        )
+    record = LessonRecord(
+        lesson_id=lesson_id,
+        run_id="r",
+        lesson_index=int(lesson_id[-1]),
+        status=LessonStatus.complete,
+        end_reason=EndReason.budget,
+        questions=1,
+        correct_first=int(bool(turns[0][1])),
+        correct_after_reteach=0,
+        started_at=T,
+    )
+    return LessonLog(lesson=record, messages=messages, mastery=[])
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return Store(tmp_path / "pairs.duckdb")
+
+
+def test_each_rule_with_provenance(store: Store) -> None:
+    store.write_lessons(
+        [
+            lesson("L1", [("7", False), ("5", True)]),  # fixed by the reteach
+            lesson("L2", [("8", False), ("9", False)], question="What is 4 + 4?", reference="8.0"),
+            lesson("L3", [("3", False), ("1", False)], question="What is 1 + 3?", reference="4"),
+            lesson("L4", [("5", True)]),  # right first time: no pair
+        ]
+    )
+    built = build_pairs(store)
+    assert built.lessons == 4
+    pairs = {p.lesson_id: p for p in unused_pairs(store)}
+    assert set(pairs) == {"L1", "L3"}
+    own = pairs["L1"]
+    assert (own.rule, own.chosen, own.rejected) == ("self_corrected", " 5", " 7")
+    assert own.prompt == student_prompt("What is 2 + 3?") and "Teacher" not in own.prompt
+    assert own.source_ids == ["L1-m000", "L1-m001", "L1-m004"]
+    ref = pairs["L3"]
+    assert (ref.rule, ref.chosen, ref.rejected) == ("reference", " 4", " 3")
+    # L2: the rejected "8" and the reference "8.0" normalise to the same number: dropped
+    assert built.added == {"self_corrected": 1, "reference": 1}
+
+
+def test_duplicates_and_same_answers_are_dropped(store: Store) -> None:
+    store.write_lessons(
+        [
+            lesson("L1", [("7", False), ("5", True)]),
+            lesson("L2", [("7", False), ("5", True)]),  # same prompt/chosen/rejected
+            lesson("L3", [("5", False), ("5", True)], question="What is 0 + 5?"),  # judge flip
+        ]
+    )
+    built = build_pairs(store)
+    assert built.added == {"self_corrected": 1, "reference": 0}
+    assert [p.lesson_id for p in unused_pairs(store)] == ["L1"]
+
+
+def test_watermark_makes_builds_incremental(store: Store) -> None:
+    store.write_lessons([lesson("L1", [("7", False), ("5", True)])])
+    assert build_pairs(store).added["self_corrected"] == 1
+    again = build_pairs(store)
+    assert again.lessons == 0 and again.added == {"self_corrected": 0, "reference": 0}
+    store.write_lessons(
+        [lesson("L2", [("6", False), ("1", False)], question="What is 3 + 3?", reference="6")]
+    )
+    third = build_pairs(store)
+    # "6" vs reference "6": the wrong verdict contradicts the answers, so no pair is made
+    assert third.lessons == 1 and third.added == {"self_corrected": 0, "reference": 0}
+    assert third.unused == 1
+
+
+def test_pairs_from_a_real_scripted_run(make_config) -> None:
+    def fixed_by_reteach(request: GenerationRequest) -> str:
+        q = current_question(request.prompt)
+        a, b = q.removeprefix("What is ").removesuffix("?").split(" + ")
+        return f" {int(a) + int(b)}" if "Teacher:" in request.prompt else " 0"
+
+    config = make_config(lessons=3, topics=("arithmetic.addition",))
+    run_lessons(
+        config,
+        teacher_backend=ScriptedBackend(lambda r: " Add."),
+        student_backend=ScriptedBackend(fixed_by_reteach),
+        progress=False,
+    )
+    store = Store(config.db)
+    built = build_pairs(store)
+    pairs = unused_pairs(store)
+    assert built.lessons == 3
+    assert len(pairs) == sum(built.added.values()) == built.unused
+    assert {p.rule for p in pairs} == {"self_corrected"}
+    assert all(p.rejected == " 0" and p.prompt.endswith("\nAnswer:") for p in pairs)
