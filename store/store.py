@@ -24,7 +24,7 @@ from teachloop.messages import Message, parse_message
 from teachloop.records import LessonLog, LessonRecord, ModelVersion, RunRecord
 
 # (version, file in store/migrations/); the schema version is the last one applied.
-MIGRATIONS = [(1, "001_core.sql"), (2, "002_training.sql")]
+MIGRATIONS = [(1, "001_core.sql"), (2, "002_training.sql"), (3, "003_logged_at.sql")]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _LOCK_WAIT_S = 60.0
 _READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -19,6 +20,9 @@ from rich.table import Table
 from teachloop.config import RunConfig
 from teachloop.errors import InputFileError, TeachloopError
 from teachloop.store.store import Store
+
+if TYPE_CHECKING:
+    from teachloop.training.jobs import GateDecision
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -140,6 +144,100 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> RunConfig:
+    config = RunConfig.from_file(args.config) if args.config else RunConfig()
+    return config.with_overrides(db=args.db)
+
+
+def _cmd_pairs(args: argparse.Namespace) -> int:
+    from teachloop.training.pairs import build_pairs
+
+    built = build_pairs(_open_existing(args.db))
+    added = ", ".join(f"{n} {rule}" for rule, n in built.added.items())
+    print(f"{built.lessons} new lessons -> pairs added: {added}; unused pairs: {built.unused}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from teachloop.training.jobs import train
+
+    _open_existing(args.db)
+    job = train(
+        _config(args), method=args.method, from_version=args.from_version, progress=not args.quiet
+    )
+    print(job.message)
+    if job.status == "complete":
+        print(
+            f"final loss {job.final_loss:.4f}, reward margin {job.final_reward_margin}, "
+            f"{job.mean_step_time_s:.2f} s/step, {job.wall_time_s:.0f} s in all"
+        )
+    return 0
+
+
+def _print_gate(gate: GateDecision) -> None:
+    table = Table(title=f"held-out accuracy: {gate.version} vs {gate.incumbent}")
+    for col in ("topic", "questions", gate.incumbent, gate.version):
+        table.add_column(col, justify="left" if col == "topic" else "right")
+    for score in gate.result.topics:
+        old = gate.incumbent_result.topic(score.topic)
+        table.add_row(
+            score.topic,
+            str(score.questions),
+            f"{old.accuracy:.0%}" if old else "-",
+            f"{score.accuracy:.0%}",
+        )
+    table.add_row(
+        "overall",
+        str(gate.result.questions),
+        f"{gate.incumbent_result.accuracy:.0%}",
+        f"{gate.result.accuracy:.0%}",
+        style="bold",
+    )
+    Console(width=None if sys.stdout.isatty() else 110).print(table)
+    if gate.version == gate.incumbent:
+        print(f"{gate.version} is the promoted student")
+    elif gate.promoted:
+        print(f"promoted {gate.version}: later lessons use it")
+    else:
+        print(
+            f"not promoted: {gate.version} regressed on {', '.join(gate.regressed) or 'nothing'}"
+            " (or --no-promote)"
+        )
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from teachloop.training.jobs import evaluate_and_promote
+
+    _open_existing(args.db)
+    _print_gate(evaluate_and_promote(_config(args), args.model, promote=not args.no_promote))
+    return 0
+
+
+def _cmd_loop(args: argparse.Namespace) -> int:
+    from teachloop.loop import RoundResult, run_loop
+
+    config = RunConfig.from_file(args.config).with_overrides(db=args.db, run_id=args.run_id)
+
+    def show(r: RoundResult) -> None:
+        r.run.render()
+        added = sum(r.pairs.added.values())
+        print(f"round {r.round}: {added} new pairs; {r.job.message}")
+        if r.gate:
+            _print_gate(r.gate)
+        print("seconds per step: " + ", ".join(f"{k} {v}" for k, v in r.seconds.items()))
+
+    run_loop(config, rounds=args.rounds, every_s=args.every, progress=not args.quiet, on_round=show)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from teachloop.training.report import write_report
+
+    path = write_report(_open_existing(args.db), args.out)
+    print(f"report: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="teachloop", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -187,6 +285,39 @@ def build_parser() -> argparse.ArgumentParser:
         "sources", type=Path, nargs="+", help="teachloop .duckdb files or export dirs"
     )
     merge.set_defaults(func=_cmd_merge)
+
+    pairs = sub.add_parser("pairs", help="build preference pairs from lessons not yet used")
+    pairs.add_argument("--db", type=Path, required=True)
+    pairs.set_defaults(func=_cmd_pairs)
+
+    train = sub.add_parser("train", help="train a LoRA student version on unused pairs")
+    train.add_argument("--db", type=Path, required=True)
+    train.add_argument("--config", type=Path, help="TOML config ([training], [student])")
+    train.add_argument("--method", choices=["dpo", "sft"])
+    train.add_argument("--from", dest="from_version", help="parent version (default: promoted)")
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="held-out accuracy of a version; promote it if no regression")
+    ev.add_argument("--db", type=Path, required=True)
+    ev.add_argument("--model", required=True, help="model version, e.g. v0001 or base")
+    ev.add_argument("--config", type=Path, help="TOML config (topics, [eval])")
+    ev.add_argument("--no-promote", action="store_true", help="measure only")
+    ev.set_defaults(func=_cmd_eval)
+
+    loop = sub.add_parser("loop", help="lessons -> pairs -> train -> eval -> promote, N rounds")
+    loop.add_argument("--config", type=Path, required=True)
+    loop.add_argument("--db", type=Path)
+    loop.add_argument("--rounds", type=int, default=1)
+    loop.add_argument("--every", type=float, default=0.0, help="seconds between round starts")
+    loop.add_argument("--run-id", help="prefix of the rounds' run ids (resume)")
+    loop.add_argument("--quiet", action="store_true")
+    loop.set_defaults(func=_cmd_loop)
+
+    report = sub.add_parser("report", help="write plots and a Markdown summary")
+    report.add_argument("--db", type=Path, required=True)
+    report.add_argument("--out", type=Path, required=True)
+    report.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -1,0 +1,72 @@
+"""The periodic loop: lessons -> pairs -> train -> evaluate -> promote, for N rounds or on a
+schedule. It sits above graphs and training and only calls their public functions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from pydantic import BaseModel, ConfigDict
+
+from teachloop.config import RunConfig
+from teachloop.graphs.runner import new_run_id, run_lessons
+from teachloop.graphs.summary import RunResult
+from teachloop.store.store import Store
+from teachloop.training.jobs import GateDecision, JobResult, evaluate_and_promote, train
+from teachloop.training.pairs import PairBuild, build_pairs
+
+
+class RoundResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    round: int
+    run: RunResult
+    pairs: PairBuild
+    job: JobResult
+    gate: GateDecision | None
+    seconds: dict[str, float]  # wall time of each step
+
+
+def run_loop(
+    config: RunConfig,
+    *,
+    rounds: int,
+    every_s: float = 0.0,
+    progress: bool = True,
+    on_round: Callable[[RoundResult], None] | None = None,
+) -> list[RoundResult]:
+    """Run ``rounds`` rounds, starting one every ``every_s`` seconds (0: back to back). Each
+    round's lessons are a new run, named ``<run_id>-r<k>`` (so a rerun resumes them)."""
+    prefix = config.run_id or new_run_id()
+    results: list[RoundResult] = []
+    for k in range(rounds):
+        began = time.monotonic()
+        clock = _Clock()
+        run = run_lessons(config.with_overrides(run_id=f"{prefix}-r{k}"), progress=progress)
+        clock.lap("lessons")
+        pairs = build_pairs(Store(config.db))
+        clock.lap("pairs")
+        job = train(config, progress=progress)
+        clock.lap("train")
+        gate = None
+        if job.version is not None:
+            gate = evaluate_and_promote(config, job.version.version)
+            clock.lap("eval")
+        result = RoundResult(round=k, run=run, pairs=pairs, job=job, gate=gate, seconds=clock.laps)
+        results.append(result)
+        if on_round:
+            on_round(result)
+        if every_s and k + 1 < rounds:
+            time.sleep(max(0.0, every_s - (time.monotonic() - began)))
+    return results
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 2)
+        self._last = now
