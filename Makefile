@@ -18,9 +18,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/teachloop run --config examples/arithmetic.toml --db $(DEMO_DB)
+	HF_HUB_OFFLINE=1 $(BIN)/teachloop loop --config examples/arithmetic.toml --db $(DEMO_DB) --rounds 1
+	$(BIN)/teachloop report --db $(DEMO_DB) --out runs/report
 	@echo
-	@echo "Every message is in $(DEMO_DB). Try:"
+	@echo "Every message is in $(DEMO_DB); plots and a summary are in runs/report/report.md. Try:"
 	@echo "  $(BIN)/teachloop sql --db $(DEMO_DB) 'SELECT * FROM topic_accuracy'"
 	@echo "  $(BIN)/teachloop lessons --db $(DEMO_DB)"
 	@echo "  $(BIN)/teachloop replay --db $(DEMO_DB) LESSON_ID"
