@@ -220,15 +220,30 @@ class _Runner:
                 # task whose writes were saved before the kill is no longer in `next`, but its
                 # writes are not applied to the state until the graph resumes.
                 await graph.ainvoke(None, thread)
-        except BackendUnavailable:
+        except BackendUnavailable as e:  # ends the run; this lesson records why
+            await self._log_unfinished(graph, thread, LessonStatus.failed, _one_line(e))
+            raise
+        except asyncio.CancelledError:  # Ctrl-C, or another lesson ended the run
+            await self._log_unfinished(graph, thread, LessonStatus.interrupted, None)
             raise
         except Exception as e:  # one broken lesson must not end the run; its reason is logged
-            error = f"{type(e).__name__}: {e}".splitlines()[0]
+            error = _one_line(e)
             self.failed.append(lid)
         state: LessonState = (await graph.aget_state(thread)).values
         if error is None:
             self.mastery = self.mastery.absorbed(state["start_mastery"], state["mastery"])
         self.pending.append(_lesson_log(state, error, self.config.lesson.questions))
+
+    async def _log_unfinished(
+        self, graph: CompiledStateGraph, thread: dict, status: LessonStatus, error: str | None
+    ) -> None:
+        """A lesson the run stops in the middle of is logged as far as its checkpoint goes, with
+        its status (`failed` with the reason, or `interrupted`); a rerun resumes it and replaces
+        the row. Messages keep their stable ids, so nothing is duplicated."""
+        state = (await graph.aget_state(thread)).values
+        if state:
+            log = _lesson_log(state, error, self.config.lesson.questions, status=status)
+            self.pending.append(log)
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -254,12 +269,22 @@ def _student_version(store: Store, config: RunConfig) -> ModelVersion:
     return store.promoted_version(config.student.model) or base
 
 
-def _lesson_log(state: LessonState, error: str | None, budget: int) -> LessonLog:
+def _one_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}".splitlines()[0]
+
+
+def _lesson_log(
+    state: LessonState, error: str | None, budget: int, status: LessonStatus | None = None
+) -> LessonLog:
     messages = state["messages"]
     critiques = [m for m in messages if isinstance(m, Critique)]
     first = {c.question_id: c.correct for c in critiques if c.attempt == 0}
     final = {c.question_id: c.correct for c in critiques}  # later attempts overwrite
-    if error:
+    if status is None:
+        status = LessonStatus.failed if error else LessonStatus.complete
+    if status is LessonStatus.interrupted:
+        end_reason = EndReason.interrupted
+    elif error:
         end_reason = EndReason.error
     elif state["questions_asked"] >= budget:
         end_reason = EndReason.budget
@@ -269,7 +294,7 @@ def _lesson_log(state: LessonState, error: str | None, budget: int) -> LessonLog
         lesson_id=state["lesson_id"],
         run_id=state["run_id"],
         lesson_index=state["lesson_index"],
-        status=LessonStatus.failed if error else LessonStatus.complete,
+        status=status,
         end_reason=end_reason,
         # A failed lesson may stop before judging its last question: count judged ones.
         questions=len(first),

@@ -226,7 +226,9 @@ def extract_final_answer(text: str) -> str | None:
     region = _answer_region(text.translate(_TRANSLATE))
 
     text_after_marker: str | None = None
+    saw_marker = False
     for marker in _ANSWER_MARKER.finditer(region):
+        saw_marker = True
         line_end = region.find("\n", marker.end())
         line = region[marker.end() : line_end if line_end >= 0 else len(region)]
         found = _number_in_answer_line(line)
@@ -245,6 +247,8 @@ def extract_final_answer(text: str) -> str | None:
         return found
     if text_after_marker is not None:
         return _clean_text_answer(text_after_marker)
+    if saw_marker:  # "Answer:" and nothing after it: the marker itself is not an answer
+        return None
     first_line = next(line for line in region.splitlines() if line.strip())
     return _clean_text_answer(first_line)
 

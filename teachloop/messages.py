@@ -50,7 +50,8 @@ class Generation(BaseModel):
     endpoint: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    latency_s: float = 0.0
+    # Finite only: JSON has no inf/nan, and the log must parse back exactly.
+    latency_s: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
 
 
 class _MessageBase(BaseModel):

@@ -1,14 +1,16 @@
 """OpenAI-compatible endpoints (vLLM's server, or any other) through the `openai` async client.
 
 Several endpoints may serve one role: each request goes to the healthy endpoint with the fewest
-requests in flight, within that endpoint's concurrency limit. The client retries 429/5xx and
-connection errors with exponential backoff (honouring Retry-After); an endpoint that still fails
-is benched for a cool-down and the request moves on to the next one.
+requests in flight, within that endpoint's concurrency limit. The client retries 429/5xx,
+timeouts and connection errors with exponential backoff (honouring Retry-After); a 200 reply that
+is not a completion is retried here the same way. An endpoint that still fails is benched for a
+cool-down and the request moves on to the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -21,7 +23,20 @@ from teachloop.errors import BackendUnavailable
 from teachloop.messages import Generation
 
 _COOLDOWN_S = 10.0
-_TRANSIENT = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError)
+
+
+class MalformedResponse(Exception):
+    """The server answered 200 with something that is not a completion (a body that is not
+    JSON, a proxy's HTML page, a completion without text)."""
+
+
+_TRANSIENT = (
+    openai.APIConnectionError,
+    openai.APITimeoutError,
+    openai.InternalServerError,
+    openai.RateLimitError,  # still limited after the client honoured Retry-After: bench it
+    MalformedResponse,
+)
 
 
 @dataclass
@@ -79,7 +94,7 @@ class OpenAIBackend(Backend):
             endpoint.in_flight += 1
             try:
                 async with endpoint.slots:
-                    completion = await self._call(endpoint, request)
+                    completion = await self._call_retrying(endpoint, request)
                 endpoint.failures = 0
                 return completion
             except _TRANSIENT as e:
@@ -92,6 +107,19 @@ class OpenAIBackend(Backend):
         raise BackendUnavailable(
             f"{self.role} endpoint(s) {urls} failed after retries: {_reason(last_error)}"
         )
+
+    async def _call_retrying(self, endpoint: _Endpoint, request: GenerationRequest) -> Completion:
+        """The client retries HTTP errors, timeouts and broken connections itself; a malformed
+        200 reply is retried here, as many times and with the same backoff."""
+        attempt = 0
+        while True:
+            try:
+                return await self._call(endpoint, request)
+            except MalformedResponse:
+                if attempt >= endpoint.config.max_retries:
+                    raise
+                await asyncio.sleep(min(0.5 * 2**attempt, 8.0))
+                attempt += 1
 
     async def _call(self, endpoint: _Endpoint, request: GenerationRequest) -> Completion:
         cfg = endpoint.config
@@ -108,24 +136,38 @@ class OpenAIBackend(Backend):
                     "type": "json_schema",
                     "json_schema": {"name": "reply", "schema": request.json_schema},
                 }
-            resp = await endpoint.client.chat.completions.create(
-                messages=[{"role": "user", "content": request.prompt}], **common
-            )
-            text = resp.choices[0].message.content or "" if resp.choices else ""
+            create = endpoint.client.chat.completions.create
+            kwargs = {"messages": [{"role": "user", "content": request.prompt}], **common}
         else:
             if request.json_schema is not None:
                 # vLLM's structured outputs (the older `guided_json` is silently ignored).
                 common["extra_body"] = {"structured_outputs": {"json": request.json_schema}}
-            resp = await endpoint.client.completions.create(prompt=request.prompt, **common)
-            text = resp.choices[0].text if resp.choices else ""
-        usage = resp.usage
+            create = endpoint.client.completions.create
+            kwargs = {"prompt": request.prompt, **common}
+        try:
+            resp = await create(**kwargs)
+        except json.JSONDecodeError as e:  # a JSON content type, a body that is not JSON
+            raise MalformedResponse(f"reply body is not JSON ({e})") from None
+        try:
+            if self.api == "chat":
+                text = resp.choices[0].message.content or "" if resp.choices else ""
+            else:
+                text = resp.choices[0].text if resp.choices else ""
+            usage = resp.usage
+            prompt_tokens = (usage.prompt_tokens or 0) if usage else 0
+            completion_tokens = (usage.completion_tokens or 0) if usage else 0
+        except (AttributeError, IndexError, TypeError):
+            # the client hands back the raw text of a non-JSON content type (an HTML page)
+            raise MalformedResponse(f"reply is not a completion: {str(resp)[:80]!r}") from None
+        if not isinstance(text, str):
+            raise MalformedResponse(f"reply has no completion text: {str(resp)[:80]!r}")
         return Completion(
             text=text,
             generation=Generation(
                 model=resp.model or cfg.model,
                 endpoint=cfg.url,
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
                 latency_s=time.perf_counter() - start,
             ),
         )
@@ -155,5 +197,6 @@ class OpenAIBackend(Backend):
 def _reason(err: Exception | None) -> str:
     if err is None:
         return "no endpoint available"
-    cause = err.__cause__ or err
-    return f"{type(err).__name__}: {cause}".splitlines()[0][:200]
+    # The cause names the network error, but some (httpx's timeouts) have no message.
+    detail = str(err.__cause__ or "") or str(err)
+    return f"{type(err).__name__}: {detail}".splitlines()[0][:200]
