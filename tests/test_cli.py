@@ -166,3 +166,11 @@ def test_sql_replay_and_lessons_commands(tmp_path: Path) -> None:
     ]
     nodb = teachloop("sql", "--db", str(tmp_path / "none.duckdb"), "SELECT 1")
     assert nodb.returncode == 2 and "does not exist" in nodb.stderr
+
+
+def test_missing_model_files_are_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(f"[student]\nmodel = '{tmp_path / 'no-such-model'}'\n")
+    done = teachloop("run", "--config", str(path), "--db", str(tmp_path / "m.duckdb"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"error: model '{tmp_path / 'no-such-model'}' is neither")

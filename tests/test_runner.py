@@ -136,7 +136,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
     lessons = 16
     cmd = [sys.executable, str(TESTS / "scripted_run.py"), str(db), str(lessons), "0.04"]
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    for wanted in (2, 6):  # kill twice, each time with lessons in flight
+    for wanted in (2, 6, 10):  # kill three times, each time with lessons in flight
         child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
         while _finished(db) < wanted and time.monotonic() < deadline:
@@ -145,7 +145,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
         child.wait()
     assert checkpoint_path(db).exists()
     finished = _finished(db)
-    assert 6 <= finished < lessons, "the kills should land mid-run"
+    assert 10 <= finished < lessons, "the kills should land mid-run"
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     assert f"lessons={lessons}" in out
     assert int(out.split("resumed=")[1].split()[0]) == finished
