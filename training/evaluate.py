@@ -53,6 +53,21 @@ class EvalResult(BaseModel):
     def topic(self, topic: str) -> TopicScore | None:
         return next((t for t in self.topics if t.topic == topic), None)
 
+    @classmethod
+    def from_scores(
+        cls, version: str, seed: int, scores: list[TopicScore], wall_time_s: float = 0.0
+    ) -> EvalResult:
+        """The overall accuracy is derived here, once: micro average over all questions."""
+        total = sum(t.questions for t in scores)
+        correct = sum(t.correct for t in scores)
+        return cls(
+            version=version,
+            seed=seed,
+            topics=scores,
+            accuracy=correct / total if total else 0.0,
+            wall_time_s=wall_time_s,
+        )
+
 
 async def _is_correct(
     backend: Backend, problem: Problem, domains: DomainSet, max_tokens: int
@@ -98,14 +113,7 @@ async def evaluate(
         TopicScore(topic=t, questions=n, correct=right[t], accuracy=right[t] / n)
         for t, n in asked.items()
     ]
-    total = sum(asked.values())
-    return EvalResult(
-        version=version,
-        seed=seed,
-        topics=scores,
-        accuracy=sum(right.values()) / total if total else 0.0,
-        wall_time_s=time.monotonic() - started,
-    )
+    return EvalResult.from_scores(version, seed, scores, time.monotonic() - started)
 
 
 def regressed(candidate: EvalResult, incumbent: EvalResult, tolerance: float) -> list[str]:

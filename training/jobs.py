@@ -307,15 +307,7 @@ def _result_from_rows(version: str, seed: int, rows: list[dict]) -> EvalResult:
         )
         for r in rows
     ]
-    questions = sum(t.questions for t in topics)
-    correct = sum(t.correct for t in topics)
-    return EvalResult(
-        version=version,
-        seed=seed,
-        topics=topics,
-        accuracy=correct / questions if questions else 0.0,
-        wall_time_s=0.0,
-    )
+    return EvalResult.from_scores(version, seed, topics)
 
 
 def evaluate_and_promote(config: RunConfig, version: str, *, promote: bool = True) -> GateDecision:
