@@ -185,13 +185,17 @@ def _check_saved_tokenizer(model_dir: Path, bos_id: int) -> None:
         raise RuntimeError("saved tokenizer lost its chat template")
 
 
-def resolve_model_path(model: str) -> Path:
-    """Map ``EMBEDDED_MODEL`` to the prepared directory; treat anything else as a local path."""
-    if model == EMBEDDED_MODEL:
-        return prepare_embedded_model()
-    path = Path(model).expanduser()
-    if not path.is_dir():
+def check_model(model: str) -> None:
+    """Fail fast (before any slow conversion) if ``model`` names no model we can load."""
+    if model != EMBEDDED_MODEL and not Path(model).expanduser().is_dir():
         raise ConfigError(
             f"model {model!r} is neither {EMBEDDED_MODEL!r} nor an existing local directory"
         )
-    return path
+
+
+def resolve_model_path(model: str) -> Path:
+    """Map ``EMBEDDED_MODEL`` to the prepared directory; treat anything else as a local path."""
+    check_model(model)
+    if model == EMBEDDED_MODEL:
+        return prepare_embedded_model()
+    return Path(model).expanduser()

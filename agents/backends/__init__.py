@@ -38,6 +38,11 @@ def build_backends(
 ) -> tuple[Backend, Backend]:
     """Teacher and student backends; one shared instance when both use the same model (and the
     student no adapter), so the model is loaded once and both roles' requests batch together."""
+    from teachloop.agents.embedded import check_model
+
+    for role in (teacher, student):  # a wrong path must not wait behind a model conversion
+        if role.backend == "transformers":
+            check_model(role.model)
     same = {"backend", "model", "dtype", "api", "endpoints", "max_batch_size"}
     if student_adapter is None and teacher.model_dump(include=same) == student.model_dump(
         include=same
