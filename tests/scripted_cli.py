@@ -5,6 +5,7 @@ $SCRIPTED_DELAY_S slows every model call down so that a test can interrupt the r
 """
 
 import os
+import signal
 import sys
 
 from conftest import adds_only_student, teacher_reply
@@ -23,5 +24,9 @@ def scripted_backends(*args: object) -> tuple[ScriptedBackend, ScriptedBackend]:
 
 
 if __name__ == "__main__":
+    # A test suite started in the background (`make test &`, some CI runners) passes SIGINT
+    # down as ignored, and Python then never raises KeyboardInterrupt. The Ctrl-C test needs the
+    # process a user at a terminal would have.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     runner.build_backends = scripted_backends
     sys.exit(cli.main(sys.argv[1:]))
