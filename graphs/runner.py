@@ -19,7 +19,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from teachloop.agents.backends import Backend, build_backends
+from teachloop.agents.backends import Backend, LoraAdapter, build_backends
 from teachloop.agents.mastery import MasteryModel
 from teachloop.agents.student import Student
 from teachloop.agents.teacher import Teacher
@@ -99,8 +99,12 @@ async def arun_lessons(
     student_version = _student_version(store, config)
     owned = teacher_backend is None and student_backend is None
     if teacher_backend is None or student_backend is None:
-        adapter = Path(student_version.adapter_path) if student_version.adapter_path else None
-        built = await asyncio.to_thread(build_backends, config.teacher, config.student, adapter)
+        adapter = (
+            LoraAdapter(name=student_version.version, path=Path(student_version.adapter_path))
+            if student_version.adapter_path
+            else None
+        )
+        built = await asyncio.to_thread(build_backends, config, adapter)
         teacher_backend = teacher_backend or built[0]
         student_backend = student_backend or built[1]
     try:

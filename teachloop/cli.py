@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
 import os
+import signal
 import sys
+import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +39,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if config.run_id is None:  # fixed up front so an interrupted run can be resumed by id
         config = config.with_overrides(run_id=new_run_id())
     try:
-        result = run_lessons(config, progress=not args.quiet)
+        with _serving(config, args.serve):
+            result = run_lessons(config, progress=not args.quiet)
     except KeyboardInterrupt:
         print(
             f"interrupted: logged lessons are in {config.db}; resume with --run-id {config.run_id}",
@@ -226,7 +231,54 @@ def _cmd_loop(args: argparse.Namespace) -> int:
             _print_gate(r.gate)
         print("seconds per step: " + ", ".join(f"{k} {v}" for k, v in r.seconds.items()))
 
-    run_loop(config, rounds=args.rounds, every_s=args.every, progress=not args.quiet, on_round=show)
+    with _serving(config, args.serve):
+        run_loop(
+            config, rounds=args.rounds, every_s=args.every, progress=not args.quiet, on_round=show
+        )
+    return 0
+
+
+def _serving(config: RunConfig, enabled: bool) -> AbstractContextManager[object]:
+    """The config's vLLM servers around a command (`--serve`), stopped however it ends."""
+    if not enabled:
+        return contextlib.nullcontext()
+    from teachloop.agents.serving import ServerSet
+
+    return ServerSet(config, on_status=lambda msg: print(msg, file=sys.stderr))
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from teachloop.agents.serving import ServerSet, log_tail
+
+    config = RunConfig.from_file(args.config)
+    servers = ServerSet(config, log_dir=args.logs, on_status=print)
+    # SIGTERM (a service manager, `kill`) stops the servers the way Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        servers.start()
+        table = Table("server", "roles", "model", "endpoint", "pid", "log")
+        for e in servers.endpoints:
+            table.add_row(e.name, ",".join(e.roles), e.model, e.url, str(e.pid), str(e.log))
+        Console().print(table)
+        print("serving; Ctrl-C stops all servers", flush=True)
+        while not (dead := servers.dead()):
+            time.sleep(1.0)
+        for name, code, log in dead:
+            print(f"error: server {name} exited ({code}); the end of {log}:", file=sys.stderr)
+            print(log_tail(log), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping servers", file=sys.stderr)
+        return 0
+    finally:
+        servers.stop()
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from teachloop.training.jobs import promote
+
+    version = promote(_open_existing(args.db), args.version)
+    print(f"promoted {version.version}: lessons now use it as the student of {version.base_model}")
     return 0
 
 
@@ -250,7 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=int, help="lessons in flight at once")
     run.add_argument("--run-id", help="resume (or name) this run")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--serve", action="store_true", help="start the config's [[servers]] first")
     run.set_defaults(func=_cmd_run)
+
+    serve = sub.add_parser("serve", help="start the config's vLLM servers; Ctrl-C stops them")
+    serve.add_argument("--config", type=Path, required=True)
+    serve.add_argument("--logs", type=Path, help="server log directory (default: <db dir>/servers)")
+    serve.set_defaults(func=_cmd_serve)
 
     sql = sub.add_parser("sql", help="run a read-only SQL query on the log")
     sql.add_argument("--db", type=Path, required=True)
@@ -312,7 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--every", type=float, default=0.0, help="seconds between round starts")
     loop.add_argument("--run-id", help="prefix of the rounds' run ids (resume)")
     loop.add_argument("--quiet", action="store_true")
+    loop.add_argument("--serve", action="store_true", help="start the config's [[servers]] first")
     loop.set_defaults(func=_cmd_loop)
+
+    promote = sub.add_parser("promote", help="make a version the student (also to roll back)")
+    promote.add_argument("--db", type=Path, required=True)
+    promote.add_argument("version", help="e.g. v0001, or base")
+    promote.set_defaults(func=_cmd_promote)
 
     report = sub.add_parser("report", help="write plots and a Markdown summary")
     report.add_argument("--db", type=Path, required=True)

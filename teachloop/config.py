@@ -36,9 +36,10 @@ class EndpointConfig(_Strict):
 
 
 class AgentConfig(_Strict):
-    """Which model plays a role and how it generates."""
+    """Which model plays a role and how it generates: in-process (``transformers``), on the
+    vLLM servers of ``[[servers]]`` (``vllm``), or on any OpenAI-compatible ``endpoints``."""
 
-    backend: Literal["transformers", "openai"] = "transformers"
+    backend: Literal["transformers", "vllm", "openai"] = "transformers"
     model: str = Field(default=EMBEDDED_MODEL, description="embedded name or a model directory")
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
     max_batch_size: int = Field(default=16, ge=1)
@@ -53,9 +54,48 @@ class AgentConfig(_Strict):
     def _endpoints_match_backend(self) -> Self:
         if self.backend == "openai" and not self.endpoints:
             raise ValueError("backend 'openai' needs at least one [[...endpoints]] entry")
-        if self.backend == "transformers" and self.endpoints:
+        if self.backend != "openai" and self.endpoints:
             raise ValueError("endpoints are only used with backend = 'openai'")
         return self
+
+
+Role = Literal["teacher", "student"]
+
+
+class ServerConfig(_Strict):
+    """vLLM servers that `teachloop serve` starts on 127.0.0.1 for one or both roles.
+
+    They serve the role's ``model`` (both roles' models must then be the same); replica ``i``
+    listens on ``port + i``. The student's servers load LoRA adapters at runtime, so a promoted
+    student version goes live without a restart.
+    """
+
+    roles: tuple[Role, ...] = Field(min_length=1)
+    port: int = Field(ge=1024, le=65535 - 64)
+    replicas: int = Field(default=1, ge=1, le=64)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    max_model_len: int = Field(default=2048, ge=128)
+    # Client side: requests in flight per replica (the server batches what it gets).
+    max_concurrency: int = Field(default=32, ge=1)
+    timeout_s: float = Field(default=120.0, gt=0)
+    startup_timeout_s: float = Field(default=600.0, gt=0)
+    # CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE). CUDA graphs/compilation cost ~1 min
+    # of startup on CPU for little gain at this size, hence eager by default.
+    kv_cache_gib: float = Field(default=2.0, gt=0)
+    enforce_eager: bool = True
+    # GPU: GPUs per replica, and the share of each GPU's memory vLLM may take.
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    max_lora_rank: int = Field(default=16, ge=1)
+    max_loras: int = Field(default=4, ge=1)
+    args: tuple[str, ...] = Field(default=(), description="more vLLM flags, passed verbatim")
+
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{self.port + i}/v1" for i in range(self.replicas)]
+
+    @property
+    def lora(self) -> bool:
+        return "student" in self.roles
 
 
 class LessonConfig(_Strict):
@@ -102,6 +142,55 @@ class RunConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     teacher: AgentConfig = AgentConfig(max_tokens=48)
     student: AgentConfig = AgentConfig(max_tokens=12)
+    servers: tuple[ServerConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _servers_match_roles(self) -> Self:
+        ports: dict[int, int] = {}
+        for i, server in enumerate(self.servers):
+            for role in server.roles:
+                agent: AgentConfig = getattr(self, role)
+                if agent.backend != "vllm":
+                    raise ValueError(
+                        f"servers.{i} serves the {role} but [{role}].backend is "
+                        f"'{agent.backend}': set it to 'vllm'"
+                    )
+            if len({getattr(self, r).model for r in server.roles}) > 1:
+                raise ValueError(
+                    f"servers.{i} serves teacher and student, which use different models: "
+                    "give each role its own server"
+                )
+            for port in range(server.port, server.port + server.replicas):
+                if port in ports:
+                    raise ValueError(
+                        f"servers.{i}: port {port} is also used by servers.{ports[port]}"
+                    )
+                ports[port] = i
+        for role in ("teacher", "student"):
+            if getattr(self, role).backend == "vllm" and not self.servers_for(role):
+                raise ValueError(
+                    f"[{role}].backend is 'vllm' but no [[servers]] entry has '{role}' in its roles"
+                )
+        return self
+
+    def servers_for(self, role: Role) -> tuple[ServerConfig, ...]:
+        return tuple(s for s in self.servers if role in s.roles)
+
+    def endpoints_for(self, role: Role) -> tuple[EndpointConfig, ...]:
+        """The endpoints a role's requests go to: its own, or its vLLM servers' replicas."""
+        agent: AgentConfig = getattr(self, role)
+        if agent.backend != "vllm":
+            return agent.endpoints
+        return tuple(
+            EndpointConfig(
+                url=url,
+                model=agent.model,
+                max_concurrency=s.max_concurrency,
+                timeout_s=s.timeout_s,
+            )
+            for s in self.servers_for(role)
+            for url in s.urls()
+        )
 
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:

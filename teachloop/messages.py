@@ -98,6 +98,9 @@ class Critique(_MessageBase):
     score: float = Field(ge=0.0, le=1.0)
     error_category: ErrorCategory
     feedback: str
+    parse_error: str | None = Field(
+        default=None, description="why the teacher's structured reply did not parse, if it did not"
+    )
 
 
 class Reteach(_MessageBase):

@@ -28,9 +28,14 @@ FAULTS = {
 
 
 class FakeOpenAIServer:
-    def __init__(self, reply: Callable[[dict], str], model: str = "fake-model") -> None:
+    def __init__(
+        self, reply: Callable[[dict], str], model: str = "fake-model", port: int = 0
+    ) -> None:
         self.reply = reply
         self.model = model
+        # LoRA adapters loaded through /v1/load_lora_adapter, as vLLM does: name -> path.
+        self.adapters: dict[str, str] = {}
+        self.refuse_adapters = False  # answer load_lora_adapter as a server without LoRA does
         self.requests: list[dict] = []
         self.request_times: list[float] = []  # time.monotonic() at each POST's arrival
         self.fail_next = 0  # answer this many requests with HTTP 500
@@ -44,15 +49,19 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
     @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
 
     def __enter__(self) -> FakeOpenAIServer:
         self._thread.start()
@@ -113,20 +122,24 @@ class FakeOpenAIServer:
 
             def do_GET(self) -> None:
                 if self.path == "/v1/models":
-                    self._send(
-                        200,
-                        {
-                            "object": "list",
-                            "data": [
-                                {"id": fake.model, "object": "model", "created": 0, "owned_by": "t"}
-                            ],
-                        },
-                    )
+                    ids = [fake.model, *fake.adapters]
+                    data = [{"id": i, "object": "model", "owned_by": "t"} for i in ids]
+                    self._send(200, {"object": "list", "data": data})
+                elif self.path == "/health":
+                    self._send_bytes(200, b"")
                 else:
                     self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path == "/v1/load_lora_adapter":
+                    if fake.refuse_adapters:
+                        self._send(404, {"detail": "Not Found"})
+                        return
+                    with fake._lock:
+                        fake.adapters[body["lora_name"]] = body["lora_path"]
+                    self._send_bytes(200, b"Success: LoRA adapter added.", "text/plain")
+                    return
                 with fake._lock:
                     fake.requests.append(body)
                     fake.request_times.append(time.monotonic())
@@ -189,7 +202,7 @@ class FakeOpenAIServer:
                     "id": "x",
                     "object": obj,
                     "created": 0,
-                    "model": fake.model,
+                    "model": body.get("model") or fake.model,  # vLLM names the adapter used
                     "choices": [] if fault == "no_choices" else [choice],
                     "usage": usage,
                 }

@@ -7,10 +7,10 @@ from conftest import teacher_reply
 from teachloop.agents.backends.scripted import ScriptedBackend
 from teachloop.agents.prompts import student_prompt
 from teachloop.agents.student import Student
-from teachloop.agents.teacher import Teacher
+from teachloop.agents.teacher import JUDGEMENT_SCHEMA, Teacher
 from teachloop.answers import extract_final_answer
 from teachloop.domains import DomainSet, builtin_domains
-from teachloop.messages import Strategy
+from teachloop.messages import Strategy, parse_message
 
 DOMAINS = DomainSet(builtin_domains().values())
 
@@ -77,18 +77,35 @@ async def test_free_text_bank_answers_are_judged_by_the_teacher_llm(tmp_path) ->
         ' "answer": "to turn nutrients into usable energy as ATP"}\n'
     )
     domains = DomainSet([*builtin_domains().values(), load_bank(bank)])
-    verdicts = {}
-    for reply in (" yes", " no", " maybe"):
-        teacher = Teacher(ScriptedBackend(lambda r, reply=reply: reply), domains)
+    critiques = {}
+    requests = []
+    replies = {
+        "yes": ' {"correct": true, "feedback": "Right: ATP."}',
+        "no": '{"correct": false, "feedback": "Think of ATP."}',
+        "maybe": " maybe",
+        "partial": '{"correct": true}',
+    }
+    for name, reply in replies.items():
+        backend = ScriptedBackend(lambda r, reply=reply: requests.append(r) or reply)
+        teacher = Teacher(backend, domains)
         problem = teacher.make_problem("bio.cells", 1, random.Random(0))
         question = teacher.ask(problem, run_id="r", lesson_id="r-L0", turn=0, index=0)
         answer = await Student(ScriptedBackend(lambda r: " they make energy")).answer(
             question, None, turn=1
         )
-        critique = await teacher.critique(problem, question, answer, turn=2)
-        verdicts[reply.strip()] = (critique.correct, critique.error_category.value)
-    assert verdicts == {
-        "yes": (True, "none"),
-        "no": (False, "judged"),
-        "maybe": (False, "judged"),  # an unparseable verdict never counts as correct
-    }
+        critiques[name] = await teacher.critique(problem, question, answer, turn=2)
+    # the judge asks for the Judgement schema (structured output) and nothing else is asked
+    assert len(requests) == 4
+    assert all(r.json_schema == JUDGEMENT_SCHEMA and r.stop == () for r in requests)
+    assert JUDGEMENT_SCHEMA["required"] == ["correct", "feedback"]
+    verdicts = {k: (c.correct, c.error_category.value, c.feedback) for k, c in critiques.items()}
+    assert verdicts["yes"] == (True, "none", "Right: ATP.")
+    assert verdicts["no"] == (False, "judged", "Think of ATP.")
+    # a reply that does not parse never counts as correct, and the reason is recorded
+    for name in ("maybe", "partial"):
+        assert verdicts[name][:2] == (False, "judged")
+        assert "to turn nutrients into usable energy" in verdicts[name][2]
+    assert critiques["yes"].parse_error is critiques["no"].parse_error is None
+    assert "judge reply is not a Judgement" in (critiques["maybe"].parse_error or "")
+    assert "feedback: Field required" in (critiques["partial"].parse_error or "")
+    assert parse_message(critiques["partial"].model_dump_json()) == critiques["partial"]

@@ -27,7 +27,24 @@ def write(tmp_path: Path, text: str) -> Path:
     [
         ("lesons = 3\n", "lesons: unknown key (check the spelling)"),
         ("[student]\nbackend = 'openai'\n", "student: backend 'openai' needs at least one"),
-        ("[student]\nbackend = 'vllm'\n", "student.backend: Input should be 'transformers'"),
+        ("[student]\nbackend = 'gpu'\n", "student.backend: Input should be 'transformers'"),
+        ("[student]\nbackend = 'vllm'\n", "no [[servers]] entry has 'student' in its roles"),
+        (
+            "[[servers]]\nroles = ['teacher']\nport = 8100\n",
+            "servers.0 serves the teacher but [teacher].backend is 'transformers'",
+        ),
+        (
+            "[teacher]\nbackend = 'vllm'\n[student]\nbackend = 'vllm'\nmodel = '/m'\n"
+            "[[servers]]\nroles = ['teacher', 'student']\nport = 8100\n",
+            "use different models",
+        ),
+        (
+            "[teacher]\nbackend = 'vllm'\n[student]\nbackend = 'vllm'\n"
+            "[[servers]]\nroles = ['teacher']\nport = 8100\nreplicas = 2\n"
+            "[[servers]]\nroles = ['student']\nport = 8101\n",
+            "servers.1: port 8101 is also used by servers.0",
+        ),
+        ("[[servers]]\nroles = []\nport = 8100\n", "servers.0.roles"),
         ("lessons = 0\n", "lessons: Input should be greater than or equal to 1"),
         ("[lesson]\nmastery_target = 2\n", "lesson.mastery_target"),
         ("lessons = [\n", "is not valid TOML"),
@@ -56,3 +73,22 @@ def test_overrides_are_validated() -> None:
     assert (config.lessons, config.concurrency) == (3, 8)
     with pytest.raises(ConfigError, match="lessons"):
         RunConfig().with_overrides(lessons=-1)
+
+
+def test_vllm_roles_get_one_endpoint_per_replica(tmp_path: Path) -> None:
+    config = RunConfig.from_file(
+        write(
+            tmp_path,
+            "[teacher]\nbackend = 'vllm'\n[student]\nbackend = 'vllm'\n"
+            "[[servers]]\nroles = ['teacher', 'student']\nport = 8100\nreplicas = 2\n"
+            "max_concurrency = 5\n"
+            "[[servers]]\nroles = ['student']\nport = 8200\n",
+        )
+    )
+    teacher = config.endpoints_for("teacher")
+    student = config.endpoints_for("student")
+    assert [e.url for e in teacher] == ["http://127.0.0.1:8100/v1", "http://127.0.0.1:8101/v1"]
+    assert [e.url for e in student] == [e.url for e in teacher] + ["http://127.0.0.1:8200/v1"]
+    assert {e.model for e in student} == {EMBEDDED_MODEL}
+    assert [e.max_concurrency for e in student] == [5, 5, 32]
+    assert config.servers[0].lora  # it serves the student: adapters are loaded at runtime

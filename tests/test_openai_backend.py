@@ -6,7 +6,7 @@ import socket
 import pytest
 from fake_openai import FakeOpenAIServer
 
-from teachloop.agents.backends.base import GenerationRequest
+from teachloop.agents.backends.base import GenerationRequest, LoraAdapter
 from teachloop.agents.backends.openai_backend import OpenAIBackend
 from teachloop.config import EndpointConfig
 from teachloop.errors import BackendUnavailable
@@ -107,3 +107,86 @@ async def test_structured_output_is_requested_on_both_apis() -> None:
     assert completions["structured_outputs"] == {"json": schema}
     assert chat["response_format"]["json_schema"]["schema"] == schema
     assert chat["messages"] == [{"role": "user", "content": "judge"}]
+
+
+async def test_least_outstanding_requests_favours_the_faster_endpoint() -> None:
+    with FakeOpenAIServer(echo) as fast, FakeOpenAIServer(echo) as slow:
+        fast.delay_s, slow.delay_s = 0.01, 0.2
+        backend = OpenAIBackend([endpoint(slow), endpoint(fast)])
+
+        async def client() -> None:  # a steady stream: each sends its next when one returns
+            for _ in range(10):
+                await backend.complete(GenerationRequest(prompt="p"))
+
+        await asyncio.gather(*(client() for _ in range(4)))
+        await backend.aclose()
+    # the slow one's requests stay outstanding longer, so it is picked less often
+    assert len(fast.requests) > 2 * len(slow.requests) > 0
+
+
+async def test_adapter_is_loaded_into_every_endpoint_and_named_in_requests(tmp_path) -> None:
+    adapter = LoraAdapter(name="v0003", path=tmp_path / "v0003")
+    with FakeOpenAIServer(echo) as a, FakeOpenAIServer(echo) as b:
+        backend = OpenAIBackend([endpoint(a), endpoint(b)], role="student", adapter=adapter)
+        await backend.check()
+        assert a.adapters == b.adapters == {"v0003": str(tmp_path / "v0003")}
+        outs = await asyncio.gather(
+            *(backend.complete(GenerationRequest(prompt=f"p{i}")) for i in range(8))
+        )
+        await backend.check()  # already loaded: not loaded twice
+        await backend.aclose()
+    assert {r["model"] for r in a.requests + b.requests} == {"v0003"}
+    assert {o.generation.model for o in outs} == {"v0003"}
+    assert {o.generation.endpoint for o in outs} == {a.url, b.url}
+    assert backend.name == "v0003"
+
+
+async def test_a_server_without_runtime_lora_gives_a_clear_error(tmp_path) -> None:
+    adapter = LoraAdapter(name="v0001", path=tmp_path)
+    with FakeOpenAIServer(echo) as server:
+        server.refuse_adapters = True
+        backend = OpenAIBackend([endpoint(server)], role="student", adapter=adapter)
+        with pytest.raises(BackendUnavailable) as err:
+            await backend.check()
+        await backend.aclose()
+    message = str(err.value)
+    assert "could not load adapter 'v0001'" in message and "HTTP 404" in message
+    assert "\n" not in message
+
+
+async def test_an_endpoint_that_goes_down_is_taken_out_and_put_back_with_its_adapter(
+    tmp_path,
+) -> None:
+    """A replica restarts: the health check takes it out while it is down (no request goes
+    there), and when it answers again reloads the adapter the restart lost and uses it again."""
+    adapter = LoraAdapter(name="v0002", path=tmp_path)
+    steady = FakeOpenAIServer(echo)
+    flaky = FakeOpenAIServer(echo)
+    with steady:
+        flaky.__enter__()
+        backend = OpenAIBackend(
+            [endpoint(flaky), endpoint(steady)],
+            role="student",
+            adapter=adapter,
+            health_interval_s=0.1,
+        )
+        await backend.check()
+        port = flaky.port
+        flaky.stop()
+        await asyncio.sleep(0.4)  # a few health checks
+        assert [up for _, up, _ in backend.endpoint_status()] == [False, True]
+        before = len(steady.requests)
+        await asyncio.gather(*(backend.complete(GenerationRequest(prompt="p")) for _ in range(6)))
+        assert len(steady.requests) - before == 6  # none went to the dead one first
+
+        with FakeOpenAIServer(echo, port=port) as restarted:
+            assert restarted.adapters == {}
+            await asyncio.sleep(0.4)
+            assert restarted.adapters == {"v0002": str(tmp_path)}
+            assert [up for _, up, _ in backend.endpoint_status()] == [True, True]
+            await asyncio.gather(
+                *(backend.complete(GenerationRequest(prompt="p")) for _ in range(12))
+            )
+            await backend.aclose()
+        assert len(restarted.requests) >= 3
+        assert {r["model"] for r in restarted.requests} == {"v0002"}

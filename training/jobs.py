@@ -85,6 +85,19 @@ def current_student(store: Store, base_model: str) -> ModelVersion:
     return store.promoted_version(base_model) or get_version(store, BASE)
 
 
+def promote(store: Store, version: str) -> ModelVersion:
+    """Make ``version`` the student lessons use, also to roll back: versions of the same base
+    model created after it lose their promotion (they stay on disk and can be promoted again)."""
+    target = get_version(store, version)
+    with store.connect() as con:
+        con.execute(
+            "UPDATE model_versions SET promoted = (version = ?) "
+            "WHERE base_model = ? AND (version = ? OR created_at > ?)",
+            [version, target.base_model, version, target.created_at],
+        )
+    return get_version(store, version)
+
+
 def _next_version(store: Store) -> str:
     n = store.query("SELECT count(*) AS n FROM model_versions WHERE method <> 'base'")
     return f"v{n.to_pylist()[0]['n'] + 1:04d}"

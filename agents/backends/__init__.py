@@ -2,54 +2,71 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from teachloop.agents.backends.base import Backend, Completion, GenerationRequest
-from teachloop.config import AgentConfig
+from teachloop.agents.backends.base import Backend, Completion, GenerationRequest, LoraAdapter
+from teachloop.config import Role, RunConfig
 from teachloop.errors import ConfigError
 
 
-def build_backend(config: AgentConfig, role: str, adapter: Path | None = None) -> Backend:
-    """The backend a role's config describes, optionally with a LoRA adapter on the model.
-    Heavy imports (torch) happen only when needed."""
-    if config.backend == "openai":
+def build_backend(config: RunConfig, role: Role, adapter: LoraAdapter | None = None) -> Backend:
+    """The backend ``config`` describes for ``role``, optionally with a LoRA adapter on the
+    model. Heavy imports (torch) happen only when needed."""
+    agent = config.teacher if role == "teacher" else config.student
+    if agent.backend in ("openai", "vllm"):
         from teachloop.agents.backends.openai_backend import OpenAIBackend
 
-        if adapter is not None:
+        if adapter is not None and agent.backend == "openai":
             raise ConfigError(
-                f"[{role}] uses endpoints: load adapters into the server (teachloop serve), "
-                "or set follow_promoted = false"
+                f"[{role}] uses endpoints that teachloop does not manage, so it cannot load the "
+                "promoted adapter into them: use backend = 'vllm' with [[servers]], or set "
+                "follow_promoted = false"
             )
-        return OpenAIBackend(config.endpoints, api=config.api, role=role)
+        hint = (
+            "start the servers with `teachloop serve --config FILE` (or pass --serve)"
+            if agent.backend == "vllm"
+            else None
+        )
+        return OpenAIBackend(
+            config.endpoints_for(role), api=agent.api, role=role, adapter=adapter, hint=hint
+        )
     from teachloop.agents.backends.transformers_backend import TransformersBackend
     from teachloop.agents.embedded import resolve_model_path
 
     return TransformersBackend(
-        resolve_model_path(config.model),
-        dtype=config.dtype,
-        max_batch_size=config.max_batch_size,
-        name=config.model if adapter is None else f"{config.model}+{adapter.name}",
-        adapter_dir=adapter,
+        resolve_model_path(agent.model),
+        dtype=agent.dtype,
+        max_batch_size=agent.max_batch_size,
+        name=agent.model if adapter is None else f"{agent.model}@{adapter.name}",
+        adapter_dir=adapter.path if adapter else None,
     )
 
 
 def build_backends(
-    teacher: AgentConfig, student: AgentConfig, student_adapter: Path | None = None
+    config: RunConfig, student_adapter: LoraAdapter | None = None
 ) -> tuple[Backend, Backend]:
     """Teacher and student backends; one shared instance when both use the same model (and the
     student no adapter), so the model is loaded once and both roles' requests batch together."""
     from teachloop.agents.embedded import check_model
 
-    for role in (teacher, student):  # a wrong path must not wait behind a model conversion
-        if role.backend == "transformers":
-            check_model(role.model)
+    for agent in (config.teacher, config.student):  # a wrong path must not wait behind a
+        if agent.backend == "transformers":  # model conversion
+            check_model(agent.model)
     same = {"backend", "model", "dtype", "api", "endpoints", "max_batch_size"}
-    if student_adapter is None and teacher.model_dump(include=same) == student.model_dump(
-        include=same
+    teacher, student = config.teacher, config.student
+    if (
+        student_adapter is None
+        and teacher.model_dump(include=same) == student.model_dump(include=same)
+        and config.endpoints_for("teacher") == config.endpoints_for("student")
     ):
-        shared = build_backend(student, "student")
+        shared = build_backend(config, "student")
         return shared, shared
-    return build_backend(teacher, "teacher"), build_backend(student, "student", student_adapter)
+    return build_backend(config, "teacher"), build_backend(config, "student", student_adapter)
 
 
-__all__ = ["Backend", "Completion", "GenerationRequest", "build_backend", "build_backends"]
+__all__ = [
+    "Backend",
+    "Completion",
+    "GenerationRequest",
+    "LoraAdapter",
+    "build_backend",
+    "build_backends",
+]

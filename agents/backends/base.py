@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +23,15 @@ class GenerationRequest(BaseModel):
     # A JSON schema the reply must follow (structured output); backends that cannot
     # constrain decoding validate and retry instead.
     json_schema: dict | None = None
+
+
+class LoraAdapter(BaseModel):
+    """A LoRA adapter on the base model: a student version trained from the log."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="the version name; servers serve the adapter under it")
+    path: Path = Field(description="the PEFT adapter directory")
 
 
 class Completion(BaseModel):

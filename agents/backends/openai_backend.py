@@ -4,25 +4,35 @@ Several endpoints may serve one role: each request goes to the healthy endpoint 
 requests in flight, within that endpoint's concurrency limit. The client retries 429/5xx,
 timeouts and connection errors with exponential backoff (honouring Retry-After); a 200 reply that
 is not a completion is retried here the same way. An endpoint that still fails is benched for a
-cool-down and the request moves on to the next one.
+cool-down and the request moves on to the next one. While the backend is in use, a health check
+asks every endpoint for its model list every few seconds: an endpoint that does not answer is
+taken out until it answers again.
+
+With ``adapter`` (a LoRA adapter: the student's promoted version), requests name the adapter as
+their model, and every endpoint is made to serve it: the health check loads it through vLLM's
+``/v1/load_lora_adapter`` wherever it is missing, including on a server that restarted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
 
+import httpx
 import openai
 from openai import AsyncOpenAI
 
-from teachloop.agents.backends.base import Backend, Completion, GenerationRequest
+from teachloop.agents.backends.base import Backend, Completion, GenerationRequest, LoraAdapter
 from teachloop.config import EndpointConfig
 from teachloop.errors import BackendUnavailable
 from teachloop.messages import Generation
 
 _COOLDOWN_S = 10.0
+_HEALTH_INTERVAL_S = 5.0
+_HEALTH_TIMEOUT_S = 5.0
 
 
 class MalformedResponse(Exception):
@@ -47,10 +57,11 @@ class _Endpoint:
     in_flight: int = 0
     benched_until: float = 0.0
     failures: int = field(default=0)
+    down_reason: str = ""  # set by a failed health check, cleared by a passing one
 
     @property
     def healthy(self) -> bool:
-        return time.monotonic() >= self.benched_until
+        return not self.down_reason and time.monotonic() >= self.benched_until
 
 
 class OpenAIBackend(Backend):
@@ -60,12 +71,20 @@ class OpenAIBackend(Backend):
         *,
         api: str = "completions",
         role: str = "model",
+        adapter: LoraAdapter | None = None,
+        health_interval_s: float = _HEALTH_INTERVAL_S,
+        hint: str | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("OpenAIBackend needs at least one endpoint")
         self.api = api
         self.role = role
-        self.name = endpoints[0].model
+        self.adapter = adapter
+        self.health_interval_s = health_interval_s
+        self.hint = hint or f"start the server or fix [{role}].endpoints in the config"
+        self.name = adapter.name if adapter else endpoints[0].model
+        self._http = httpx.AsyncClient(timeout=_HEALTH_TIMEOUT_S)
+        self._monitor: asyncio.Task[None] | None = None
         self._endpoints = [
             _Endpoint(
                 config=e,
@@ -87,6 +106,7 @@ class OpenAIBackend(Backend):
         return min(candidates, key=lambda e: e.in_flight, default=None)
 
     async def complete(self, request: GenerationRequest) -> Completion:
+        self._ensure_monitor()
         tried: set[int] = set()
         last_error: Exception | None = None
         while (endpoint := self._pick(tried)) is not None:
@@ -125,7 +145,7 @@ class OpenAIBackend(Backend):
         cfg = endpoint.config
         start = time.perf_counter()
         common: dict = {
-            "model": cfg.model,
+            "model": self.adapter.name if self.adapter else cfg.model,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "stop": list(request.stop) or None,
@@ -173,25 +193,96 @@ class OpenAIBackend(Backend):
         )
 
     async def check(self) -> None:
-        """Every endpoint must answer `GET /models` and serve the configured model."""
+        """Every endpoint must answer, serve the configured model and (with an adapter) have
+        the adapter loaded; then the health check starts watching them."""
         for e in self._endpoints:
-            try:
-                models = await e.client.with_options(timeout=10.0, max_retries=1).models.list()
-            except openai.APIError as err:
-                raise BackendUnavailable(
-                    f"cannot reach {self.role} endpoint {e.config.url} ({_reason(err)}): "
-                    f"start the server or fix [{self.role}].endpoints in the config"
-                ) from None
-            served = {m.id async for m in models}
-            if e.config.model not in served:
-                raise BackendUnavailable(
-                    f"{self.role} endpoint {e.config.url} does not serve model "
-                    f"'{e.config.model}' (it serves: {', '.join(sorted(served)) or 'nothing'})"
-                )
+            await self._probe(e)
+        self._ensure_monitor()
+
+    async def _probe(self, e: _Endpoint) -> None:
+        """Raise ``BackendUnavailable`` unless ``e`` serves our model (loading the adapter
+        into it if that is what is missing)."""
+        url = e.config.url.rstrip("/")
+        try:
+            resp = await self._http.get(f"{url}/models", headers=_auth(e.config.api_key))
+            resp.raise_for_status()
+            served = {m["id"] for m in resp.json()["data"]}
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as err:
+            raise BackendUnavailable(
+                f"cannot reach {self.role} endpoint {url} ({_reason(err)}): {self.hint}"
+            ) from None
+        if e.config.model not in served:
+            raise BackendUnavailable(
+                f"{self.role} endpoint {url} does not serve model "
+                f"'{e.config.model}' (it serves: {', '.join(sorted(served)) or 'nothing'})"
+            )
+        if self.adapter is not None and self.adapter.name not in served:
+            await self._load_adapter(e)
+
+    async def _load_adapter(self, e: _Endpoint) -> None:
+        assert self.adapter is not None
+        url = e.config.url.rstrip("/")
+        body = {"lora_name": self.adapter.name, "lora_path": str(self.adapter.path)}
+        try:
+            resp = await self._http.post(
+                f"{url}/load_lora_adapter",
+                json=body,
+                headers=_auth(e.config.api_key),
+                timeout=60.0,  # the server reads the adapter from disk
+            )
+        except httpx.HTTPError as err:
+            raise BackendUnavailable(
+                f"{self.role} endpoint {url}: loading adapter '{self.adapter.name}' failed "
+                f"({_reason(err)})"
+            ) from None
+        if resp.status_code != 200 and "already been loaded" not in resp.text:
+            detail = " ".join(resp.text.split())[:200]
+            raise BackendUnavailable(
+                f"{self.role} endpoint {url} could not load adapter '{self.adapter.name}' from "
+                f"{self.adapter.path} (HTTP {resp.status_code}: {detail}); the server needs "
+                "LoRA enabled at runtime (`teachloop serve` does that for the student)"
+            )
+
+    def _ensure_monitor(self) -> None:
+        if self._monitor is None or self._monitor.done():
+            self._monitor = asyncio.get_running_loop().create_task(
+                self._watch(), name=f"{self.role}-health"
+            )
+
+    async def _watch(self) -> None:
+        """Probe every endpoint periodically: take out those that fail, put back those that
+        pass again (with the adapter reloaded if the server lost it)."""
+        while True:
+            await asyncio.sleep(self.health_interval_s)
+            for e in self._endpoints:
+                try:
+                    await self._probe(e)
+                except BackendUnavailable as err:
+                    e.down_reason = str(err)
+                except Exception as err:  # the watcher must outlive any one odd reply
+                    e.down_reason = _reason(err)
+                else:
+                    if e.down_reason:
+                        e.benched_until = 0.0  # it passed a check: no need to wait out a bench
+                    e.down_reason = ""
+
+    def endpoint_status(self) -> list[tuple[str, bool, int]]:
+        """(url, in service, requests in flight) per endpoint."""
+        return [(e.config.url, e.healthy, e.in_flight) for e in self._endpoints]
 
     async def aclose(self) -> None:
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
         for e in self._endpoints:
             await e.client.close()
+        await self._http.aclose()
+
+
+def _auth(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
 
 
 def _reason(err: Exception | None) -> str:
