@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from teachloop.config import RunConfig
+from teachloop.environment import check_torch_companions
 from teachloop.errors import InputFileError, TeachloopError
 from teachloop.store.store import Store
 
@@ -390,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from packages, never a hub
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     try:
+        check_torch_companions()
         return args.func(args)
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()

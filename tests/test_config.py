@@ -92,3 +92,19 @@ def test_vllm_roles_get_one_endpoint_per_replica(tmp_path: Path) -> None:
     assert {e.model for e in student} == {EMBEDDED_MODEL}
     assert [e.max_concurrency for e in student] == [5, 5, 32]
     assert config.servers[0].lora  # it serves the student: adapters are loaded at runtime
+
+
+def test_cuda_builds_of_torchvision_beside_cpu_torch_are_named_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from teachloop import environment
+
+    installed = {"torch": "2.13.0+cpu", "torchvision": "0.28.0", "torchaudio": None}
+    monkeypatch.setattr(environment, "_version", installed.get)
+    with pytest.raises(ConfigError, match=r"torchvision 0\.28\.0 from PyPI cannot load") as err:
+        environment.check_torch_companions()
+    assert "pip uninstall -y torchvision" in str(err.value)
+    installed["torchvision"] = None
+    environment.check_torch_companions()  # nothing beside torch: fine
+    installed.update(torch="2.13.0", torchvision="0.28.0")
+    environment.check_torch_companions()  # a CUDA torch with its own torchvision: fine
