@@ -46,7 +46,7 @@ async def measure(config: RunConfig, backend: Backend, concurrency: int, lessons
     row = (
         Store(config.db)
         .query(
-            "SELECT sum(completion_tokens) AS tokens, count(*) FILTER (WHERE completion_tokens > 0)"
+            "SELECT sum(completion_tokens)::BIGINT AS tokens, count(*) FILTER (WHERE completion_tokens > 0)"
             " AS calls FROM messages WHERE run_id = ?",
             [run_id],
         )
@@ -70,7 +70,11 @@ async def bench_backend(config: RunConfig, levels: list[int], min_lessons: int) 
         await measure(
             config.with_overrides(db=config.db.with_suffix(".warm.duckdb")), backend, 2, 2
         )
-        return [await measure(config, backend, c, max(c, min_lessons)) for c in levels]
+        results = []
+        for c in levels:
+            results.append(await measure(config, backend, c, max(c, min_lessons)))
+            print(json.dumps(results[-1]), flush=True)
+        return results
     finally:
         await backend.aclose()
 

@@ -160,6 +160,12 @@ class RunConfig(_Strict):
                     f"servers.{i} serves teacher and student, which use different models: "
                     "give each role its own server"
                 )
+            if server.lora and server.max_lora_rank < self.training.lora_r:
+                raise ValueError(
+                    f"servers.{i}.max_lora_rank ({server.max_lora_rank}) is below "
+                    f"training.lora_r ({self.training.lora_r}): the server could not load "
+                    "the student's adapters"
+                )
             for port in range(server.port, server.port + server.replicas):
                 if port in ports:
                     raise ValueError(

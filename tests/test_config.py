@@ -45,6 +45,11 @@ def write(tmp_path: Path, text: str) -> Path:
             "servers.1: port 8101 is also used by servers.0",
         ),
         ("[[servers]]\nroles = []\nport = 8100\n", "servers.0.roles"),
+        (
+            "[student]\nbackend = 'vllm'\n[training]\nlora_r = 32\n"
+            "[[servers]]\nroles = ['student']\nport = 8100\n",
+            "servers.0.max_lora_rank (16) is below training.lora_r (32)",
+        ),
         ("lessons = 0\n", "lessons: Input should be greater than or equal to 1"),
         ("[lesson]\nmastery_target = 2\n", "lesson.mastery_target"),
         ("lessons = [\n", "is not valid TOML"),
