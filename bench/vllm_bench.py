@@ -46,8 +46,9 @@ async def measure(config: RunConfig, backend: Backend, concurrency: int, lessons
     row = (
         Store(config.db)
         .query(
-            "SELECT sum(completion_tokens)::BIGINT AS tokens, count(*) FILTER (WHERE completion_tokens > 0)"
-            " AS calls FROM messages WHERE run_id = ?",
+            "SELECT sum(completion_tokens)::BIGINT AS tokens, "
+            "count(*) FILTER (WHERE completion_tokens > 0) AS calls "
+            "FROM messages WHERE run_id = ?",
             [run_id],
         )
         .to_pylist()[0]
