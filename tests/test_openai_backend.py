@@ -109,6 +109,41 @@ async def test_structured_output_is_requested_on_both_apis() -> None:
     assert chat["messages"] == [{"role": "user", "content": "judge"}]
 
 
+async def test_teacher_judges_free_text_with_the_servers_structured_output(tmp_path) -> None:
+    """The teacher's verdict on an answer no verifier can check asks the server for the
+    Judgement schema, and the reply becomes the critique's verdict and feedback."""
+    from teachloop.agents.teacher import JUDGEMENT_SCHEMA, Teacher
+    from teachloop.domains import DomainSet, Problem, builtin_domains, load_bank
+    from teachloop.messages import Answer
+
+    bank = tmp_path / "bio.jsonl"
+    bank.write_text(
+        '{"topic": "bio.why", "question": "Why do leaves fall in autumn?",'
+        ' "answer": "trees shed them to save water and energy in winter"}\n'
+    )
+    domains = DomainSet([*builtin_domains().values(), load_bank(bank)])
+    reply = '{"correct": true, "feedback": "Yes: to save water."}'
+    with FakeOpenAIServer(lambda body: reply) as server:
+        teacher = Teacher(OpenAIBackend([endpoint(server)], role="teacher"), domains)
+        problem: Problem = domains.domain_for("bio.why").problems[0]
+        question = teacher.ask(problem, run_id="r", lesson_id="L", turn=0, index=0)
+        answer = Answer(
+            message_id="L-m001", run_id="r", lesson_id="L", turn=1, text="to keep water",
+            question_id=question.message_id, attempt=0, final_answer="to keep water",
+        )  # fmt: skip
+        critique = await teacher.critique(problem, question, answer, turn=2)
+        await teacher.backend.aclose()
+    (sent,) = server.requests
+    assert sent["structured_outputs"] == {"json": JUDGEMENT_SCHEMA}
+    assert "stop" not in sent or sent["stop"] is None  # JSON may span lines
+    assert (critique.correct, critique.feedback, critique.parse_error) == (
+        True,
+        "Yes: to save water.",
+        None,
+    )
+    assert critique.generation is not None and critique.generation.endpoint == server.url
+
+
 async def test_least_outstanding_requests_favours_the_faster_endpoint() -> None:
     with FakeOpenAIServer(echo) as fast, FakeOpenAIServer(echo) as slow:
         fast.delay_s, slow.delay_s = 0.01, 0.2

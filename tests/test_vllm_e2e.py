@@ -8,6 +8,7 @@ token for token with the in-process transformers + PEFT model.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from pathlib import Path
 
@@ -154,3 +155,48 @@ def test_a_trained_adapter_goes_live_and_matches_in_process_peft(
     print("served:", served, "\nbase:", base, "\nlocal:", local)
     assert served == local
     assert served != base
+
+
+WHY = [
+    ("Why do leaves fall in autumn?", "trees shed them to save water and energy over winter"),
+    ("Why do we sweat?", "evaporating sweat cools the body down"),
+    ("Why is the sky blue?", "air scatters blue sunlight more than red light"),
+    ("Why do plants need light?", "light powers photosynthesis, which makes their sugar"),
+    ("Why does ice float?", "ice is less dense than liquid water"),
+    ("Why do we need sleep?", "sleep lets the brain and body recover and store memories"),
+    ("Why does metal feel cold?", "metal conducts heat away from the skin quickly"),
+    ("Why do birds migrate?", "to find food and warmer weather in winter"),
+]
+
+
+def test_the_servers_structured_output_keeps_a_small_judge_in_protocol(
+    server: RunConfig, tmp_path: Path
+) -> None:
+    """Free-text answers have no exact verifier: the 270M teacher judges them through the
+    server's JSON-schema decoding, and every verdict parses (no parse_error logged)."""
+    bank = tmp_path / "why.jsonl"
+    bank.write_text(
+        "".join(
+            json.dumps({"topic": "science.why", "question": q, "answer": a}) + "\n" for q, a in WHY
+        )
+    )
+    config = server.with_overrides(
+        db=tmp_path / "why.duckdb",
+        run_id="judged",
+        banks=[str(bank)],
+        topics=["science.why"],
+        lessons=2,
+        student={"backend": "vllm", "max_tokens": 16, "follow_promoted": False},
+    )
+    assert run_lessons(config, progress=False).lessons_failed == 0
+    rows = (
+        Store(config.db)
+        .query(
+            "SELECT payload->>'parse_error' AS parse_error, payload->>'feedback' AS feedback "
+            "FROM messages WHERE kind = 'critique' AND endpoint <> ''"
+        )
+        .to_pylist()
+    )
+    assert len(rows) >= 2  # judged critiques, each written by the server
+    assert [r["parse_error"] for r in rows] == [None] * len(rows)
+    assert all(r["feedback"] for r in rows)
