@@ -12,7 +12,7 @@ import pytest
 from test_pairs import lesson
 from tiny_model import build_tiny_model
 
-from teachloop import RunConfig, Store
+from teachloop import RunConfig, Store, cli
 from teachloop.training.jobs import (
     _eval_id,
     current_student,
@@ -98,6 +98,16 @@ def test_gate_promotes_improvements_and_refuses_regressions(tmp_path, tiny) -> N
     assert accepted.promoted and accepted.incumbent == "base"
     assert accepted.incumbent_result.accuracy == 0.5 and accepted.result.accuracy == 0.75
     assert current_student(store, str(tiny)).version == "v0002"
+
+    # `teachloop promote` by hand: back to base (a rollback), then forward to v0001
+    assert cli.main(["promote", "--db", str(config.db), "base"]) == 0
+    assert current_student(store, str(tiny)).version == "base"
+    promoted = {v.version for v in store.model_versions() if v.promoted}
+    assert promoted == {"base"}  # later versions lost their promotion, and stay on disk
+    assert Path(v2.adapter_path or "").is_dir()
+    assert cli.main(["promote", "--db", str(config.db), "v0001"]) == 0
+    assert current_student(store, str(tiny)).version == "v0001"
+    assert cli.main(["promote", "--db", str(config.db), "v0009"]) == 2  # unknown: one line
 
 
 def test_real_evaluation_is_stored_and_reused(tmp_path, tiny) -> None:
