@@ -118,7 +118,7 @@ def plan(config: RunConfig, log_dir: Path) -> list[_Replica]:
     needed = sum(s.replicas * s.tensor_parallel_size for s in config.servers)
     next_gpu = 0
     for server in config.servers:
-        model = getattr(config, server.roles[0]).model
+        model = config.agent(server.roles[0]).model
         for i in range(server.replicas):
             env = {
                 "HF_HUB_OFFLINE": "1",

@@ -149,13 +149,13 @@ class RunConfig(_Strict):
         ports: dict[int, int] = {}
         for i, server in enumerate(self.servers):
             for role in server.roles:
-                agent: AgentConfig = getattr(self, role)
+                agent = self.agent(role)
                 if agent.backend != "vllm":
                     raise ValueError(
                         f"servers.{i} serves the {role} but [{role}].backend is "
                         f"'{agent.backend}': set it to 'vllm'"
                     )
-            if len({getattr(self, r).model for r in server.roles}) > 1:
+            if len({self.agent(r).model for r in server.roles}) > 1:
                 raise ValueError(
                     f"servers.{i} serves teacher and student, which use different models: "
                     "give each role its own server"
@@ -173,18 +173,21 @@ class RunConfig(_Strict):
                     )
                 ports[port] = i
         for role in ("teacher", "student"):
-            if getattr(self, role).backend == "vllm" and not self.servers_for(role):
+            if self.agent(role).backend == "vllm" and not self.servers_for(role):
                 raise ValueError(
                     f"[{role}].backend is 'vllm' but no [[servers]] entry has '{role}' in its roles"
                 )
         return self
+
+    def agent(self, role: Role) -> AgentConfig:
+        return self.teacher if role == "teacher" else self.student
 
     def servers_for(self, role: Role) -> tuple[ServerConfig, ...]:
         return tuple(s for s in self.servers if role in s.roles)
 
     def endpoints_for(self, role: Role) -> tuple[EndpointConfig, ...]:
         """The endpoints a role's requests go to: its own, or its vLLM servers' replicas."""
-        agent: AgentConfig = getattr(self, role)
+        agent = self.agent(role)
         if agent.backend != "vllm":
             return agent.endpoints
         return tuple(

@@ -10,7 +10,7 @@ from teachloop.errors import ConfigError
 def build_backend(config: RunConfig, role: Role, adapter: LoraAdapter | None = None) -> Backend:
     """The backend ``config`` describes for ``role``, optionally with a LoRA adapter on the
     model. Heavy imports (torch) happen only when needed."""
-    agent = config.teacher if role == "teacher" else config.student
+    agent = config.agent(role)
     if agent.backend in ("openai", "vllm"):
         from teachloop.agents.backends.openai_backend import OpenAIBackend
 
@@ -50,7 +50,7 @@ def build_backends(
     for agent in (config.teacher, config.student):  # a wrong path must not wait behind a
         if agent.backend == "transformers":  # model conversion
             check_model(agent.model)
-    same = {"backend", "model", "dtype", "api", "endpoints", "max_batch_size"}
+    same = {"backend", "model", "dtype", "api", "max_batch_size"}
     teacher, student = config.teacher, config.student
     if (
         student_adapter is None
