@@ -194,7 +194,6 @@ class ServerSet:
         from teachloop.agents.embedded import check_model, resolve_model_path
 
         check_vllm_installed()
-        say = self.on_status
         for r in self._replicas:
             check_model(r.model)
             if _port_in_use(r.port):
@@ -206,14 +205,14 @@ class ServerSet:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             for r in self._replicas:
-                say(f"starting {r.name} on {r.url} (log: {r.log})")
+                self.on_status(f"starting {r.name} on {r.url} (log: {r.log})")
                 r.process = _launch(r, model_dirs[r.model])
-            self._wait_healthy(say)
+            self._wait_healthy()
         except BaseException:
             self.stop()
             raise
 
-    def _wait_healthy(self, say: Callable[[str], None]) -> None:
+    def _wait_healthy(self) -> None:
         started = time.monotonic()
         waiting = list(self._replicas)
         while waiting:
@@ -225,7 +224,7 @@ class ServerSet:
                         f"the end of {r.log}:\n{log_tail(r.log)}"
                     )
                 if _healthy(r.port):
-                    say(f"{r.name} is up ({time.monotonic() - started:.0f} s)")
+                    self.on_status(f"{r.name} is up ({time.monotonic() - started:.0f} s)")
                     waiting.remove(r)
                 elif time.monotonic() - started > r.server.startup_timeout_s:
                     raise ServeError(

@@ -57,11 +57,11 @@ class _Endpoint:
     in_flight: int = 0
     benched_until: float = 0.0
     failures: int = field(default=0)
-    down_reason: str = ""  # set by a failed health check, cleared by a passing one
+    down: bool = False  # set by a failed health check, cleared by a passing one
 
     @property
     def healthy(self) -> bool:
-        return not self.down_reason and time.monotonic() >= self.benched_until
+        return not self.down and time.monotonic() >= self.benched_until
 
 
 class OpenAIBackend(Backend):
@@ -257,14 +257,12 @@ class OpenAIBackend(Backend):
             for e in self._endpoints:
                 try:
                     await self._probe(e)
-                except BackendUnavailable as err:
-                    e.down_reason = str(err)
-                except Exception as err:  # the watcher must outlive any one odd reply
-                    e.down_reason = _reason(err)
+                except Exception:  # BackendUnavailable, or any odd reply: the watcher goes on
+                    e.down = True
                 else:
-                    if e.down_reason:
+                    if e.down:
                         e.benched_until = 0.0  # it passed a check: no need to wait out a bench
-                    e.down_reason = ""
+                    e.down = False
 
     def endpoint_status(self) -> list[tuple[str, bool, int]]:
         """(url, in service, requests in flight) per endpoint."""
