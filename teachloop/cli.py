@@ -294,6 +294,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="teachloop", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.set_defaults(loads_models=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run lessons and log them to DuckDB")
@@ -304,12 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="resume (or name) this run")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--serve", action="store_true", help="start the config's [[servers]] first")
-    run.set_defaults(func=_cmd_run)
+    run.set_defaults(func=_cmd_run, loads_models=True)
 
     serve = sub.add_parser("serve", help="start the config's vLLM servers; Ctrl-C stops them")
     serve.add_argument("--config", type=Path, required=True)
     serve.add_argument("--logs", type=Path, help="server log directory (default: <db dir>/servers)")
-    serve.set_defaults(func=_cmd_serve)
+    serve.set_defaults(func=_cmd_serve, loads_models=True)
 
     sql = sub.add_parser("sql", help="run a read-only SQL query on the log")
     sql.add_argument("--db", type=Path, required=True)
@@ -355,14 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--method", choices=["dpo", "sft"])
     train.add_argument("--from", dest="from_version", help="parent version (default: promoted)")
     train.add_argument("--quiet", action="store_true")
-    train.set_defaults(func=_cmd_train)
+    train.set_defaults(func=_cmd_train, loads_models=True)
 
     ev = sub.add_parser("eval", help="held-out accuracy of a version; promote it if no regression")
     ev.add_argument("--db", type=Path, required=True)
     ev.add_argument("--model", required=True, help="model version, e.g. v0001 or base")
     ev.add_argument("--config", type=Path, help="TOML config (topics, [eval])")
     ev.add_argument("--no-promote", action="store_true", help="measure only")
-    ev.set_defaults(func=_cmd_eval)
+    ev.set_defaults(func=_cmd_eval, loads_models=True)
 
     loop = sub.add_parser("loop", help="lessons -> pairs -> train -> eval -> promote, N rounds")
     loop.add_argument("--config", type=Path, required=True)
@@ -372,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--run-id", help="prefix of the rounds' run ids (resume)")
     loop.add_argument("--quiet", action="store_true")
     loop.add_argument("--serve", action="store_true", help="start the config's [[servers]] first")
-    loop.set_defaults(func=_cmd_loop)
+    loop.set_defaults(func=_cmd_loop, loads_models=True)
 
     promote = sub.add_parser("promote", help="make a version the student (also to roll back)")
     promote.add_argument("--db", type=Path, required=True)
@@ -391,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from packages, never a hub
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     try:
-        check_torch_companions()
+        if args.loads_models:  # where transformers is imported; querying logs needs no torch
+            check_torch_companions()
         return args.func(args)
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()

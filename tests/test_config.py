@@ -113,3 +113,18 @@ def test_cuda_builds_of_torchvision_beside_cpu_torch_are_named_with_the_fix(
     environment.check_torch_companions()  # nothing beside torch: fine
     installed.update(torch="2.13.0", torchvision="0.28.0")
     environment.check_torch_companions()  # a CUDA torch with its own torchvision: fine
+
+
+def test_only_commands_that_load_models_refuse_a_broken_torchvision(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from teachloop import cli, environment
+    from teachloop.store.store import Store
+
+    installed = {"torch": "2.13.0+cpu", "torchvision": "0.28.0"}
+    monkeypatch.setattr(environment, "_version", installed.get)
+    db = tmp_path / "log.duckdb"
+    Store(db)
+    assert cli.main(["sql", "--db", str(db), "SELECT 1 AS one"]) == 0  # the log stays readable
+    assert cli.main(["train", "--db", str(db)]) == 2
+    assert "pip uninstall -y torchvision" in capsys.readouterr().err
