@@ -8,6 +8,7 @@ queue is empty) for faults that hit only some requests, e.g. only the student's.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,13 @@ FAULTS = {
     "empty": "a valid completion whose text is empty",
     "no_choices": "a valid completion object with no choices",
 }
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class FakeOpenAIServer:

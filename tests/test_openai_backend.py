@@ -1,10 +1,9 @@
 """The OpenAI-compatible backend against local fake servers on 127.0.0.1."""
 
 import asyncio
-import socket
 
 import pytest
-from fake_openai import FakeOpenAIServer
+from fake_openai import FakeOpenAIServer, free_port
 
 from teachloop.agents.backends.base import GenerationRequest, LoraAdapter
 from teachloop.agents.backends.openai_backend import OpenAIBackend
@@ -18,9 +17,7 @@ def endpoint(server: FakeOpenAIServer | str, **kw) -> EndpointConfig:
 
 
 def free_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    return f"http://127.0.0.1:{free_port()}/v1"
 
 
 def echo(body: dict) -> str:

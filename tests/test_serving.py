@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_openai import free_port
 
 from teachloop import cli
 from teachloop.agents import serving
@@ -27,9 +28,7 @@ TESTS = Path(__file__).parent
 def free_port_block(n: int) -> int:
     """A first port with n free ports after it."""
     for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         if port + n < 65000 and all(not serving._port_in_use(port + i) for i in range(n)):
             return port
     raise RuntimeError("no free ports")

