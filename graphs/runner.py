@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -180,7 +181,8 @@ class _Runner:
             saver.serde = serde
             self.saver = saver
             graph = build_lesson_graph(self.agents, saver)
-            flusher = asyncio.create_task(self._flush_periodically())
+            stop_flushing = asyncio.Event()
+            flusher = asyncio.create_task(self._flush_periodically(stop_flushing))
             try:
                 with _progress(progress, cfg.lessons, len(done)) as bar:
                     gate = asyncio.Semaphore(cfg.concurrency)
@@ -198,7 +200,10 @@ class _Runner:
                 status = "failed"
                 raise group.exceptions[0] from None
             finally:
-                flusher.cancel()
+                # Stop, don't cancel: cancelling would leave a write under way running in its
+                # thread, holding the file open while the summary reads it.
+                stop_flushing.set()
+                await flusher
                 await self._flush()  # whatever happened, logged lessons reach the store
                 self.store.finish_run(self.run_id, status)
         return summarize(
@@ -249,16 +254,24 @@ class _Runner:
             log = _lesson_log(state, error, self.config.lesson.questions, status=status)
             self.pending.append(log)
 
-    async def _flush_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(_FLUSH_EVERY_S)
-            await self._flush()
+    async def _flush_periodically(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _FLUSH_EVERY_S)
+            # A failed write keeps its lessons pending; the next flush, at the latest the
+            # final one, writes them or reports why it cannot.
+            with suppress(Exception):
+                await self._flush()
 
     async def _flush(self) -> None:
         batch, self.pending = self.pending, []
         if not batch:
             return
-        await asyncio.to_thread(self.store.write_lessons, batch)
+        try:
+            await asyncio.to_thread(self.store.write_lessons, batch)
+        except BaseException:
+            self.pending[:0] = batch  # not written: the next flush tries these again
+            raise
         for log in batch:  # stored lessons need no checkpoint; keeps the file from growing
             if log.lesson.status is LessonStatus.complete:
                 await self.saver.adelete_thread(log.lesson.lesson_id)

@@ -51,8 +51,11 @@ class Store:
             try:
                 con = duckdb.connect(str(self.path), read_only=read_only)
                 break
-            except duckdb.IOException as e:
-                if "lock" not in str(e).lower() or time.monotonic() > deadline:
+            except (duckdb.IOException, duckdb.ConnectionException) as e:
+                # Busy: another process holds the lock, or (same message family, in-process)
+                # another thread's write connection is open and this one is read-only.
+                busy = any(s in str(e).lower() for s in ("lock", "different configuration"))
+                if not busy or time.monotonic() > deadline:
                     raise StoreError(f"cannot open database {self.path}: {e}") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -167,3 +168,66 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
         assert lesson["status"] == "complete"
         assert lesson["n"] == lesson["last"] + 1
         assert lesson["questions"] == lesson["judged"] == 4
+
+
+def test_a_run_ending_during_a_periodic_flush_waits_for_it(
+    make_config, scripted, monkeypatch
+) -> None:
+    """The periodic flush writes in a thread. The run's end must wait for that write, not just
+    cancel the coroutine awaiting it, before the summary reads the file (else the read meets
+    the write's open connection). A flusher that polls on every loop turn picks up the last
+    lesson before the run ends, and a slow write of it keeps the thread busy past the end."""
+    from teachloop.graphs import runner
+
+    write = Store.write_lessons
+    last = 3
+
+    def slow_write(self: Store, logs: list) -> None:
+        with self.connect():
+            if any(log.lesson.lesson_index == last for log in logs):
+                time.sleep(0.3)
+            write(self, logs)
+
+    monkeypatch.setattr(runner, "_FLUSH_EVERY_S", 0)
+    monkeypatch.setattr(Store, "write_lessons", slow_write)
+    for backend in scripted:  # lessons end one by one, each after the last one's write
+        backend.delay_s = 0.005
+    config = make_config(lessons=last + 1, concurrency=1)
+    result = run_lessons(
+        config, teacher_backend=scripted[0], student_backend=scripted[1], progress=False
+    )
+    assert result.status == "complete" and result.lessons == last + 1
+    stored = Store(config.db).query("SELECT count(*) AS n FROM lessons").to_pylist()[0]["n"]
+    assert stored == last + 1
+    # the interrupted flush would also have skipped deleting the last lesson's checkpoint
+    with sqlite3.connect(checkpoint_path(config.db)) as con:
+        assert con.execute("SELECT count(*) FROM checkpoints").fetchone() == (0,)
+
+
+def test_a_failed_periodic_write_is_retried_and_nothing_is_lost(
+    make_config, scripted, monkeypatch
+) -> None:
+    from teachloop.errors import StoreError
+    from teachloop.graphs import runner
+
+    write = Store.write_lessons
+    calls: list[int] = []
+
+    def flaky_write(self: Store, logs: list) -> None:
+        calls.append(len(logs))
+        if len(calls) == 1:
+            raise StoreError("disk hiccup")
+        write(self, logs)
+
+    monkeypatch.setattr(runner, "_FLUSH_EVERY_S", 0)
+    monkeypatch.setattr(Store, "write_lessons", flaky_write)
+    for backend in scripted:
+        backend.delay_s = 0.005
+    config = make_config(lessons=4, concurrency=1)
+    result = run_lessons(
+        config, teacher_backend=scripted[0], student_backend=scripted[1], progress=False
+    )
+    assert len(calls) >= 2 and calls[0] >= 1
+    assert result.status == "complete" and result.lessons == 4
+    ids = Store(config.db).query("SELECT lesson_id FROM lessons ORDER BY 1").to_pylist()
+    assert [r["lesson_id"] for r in ids] == [f"test-run-L{i:05d}" for i in range(4)]

@@ -257,3 +257,28 @@ def test_reader_in_another_process_works_while_a_run_writes(tmp_path) -> None:
     assert seen == sorted(seen), "readers see the log grow, never shrink"
     assert len(set(seen)) >= 2, "some reads should land while the run was writing"
     assert seen[-1] == counts(Store(db))["messages"]
+
+
+def test_reader_in_the_same_process_waits_for_a_write_batch(tmp_path) -> None:
+    """DuckDB refuses a read-only connection while this process has the file open for writing
+    (a run's writer thread, say); the store waits for the write, as for another process's lock."""
+    import threading
+
+    store = Store(tmp_path / "log.duckdb")
+    opened, release = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with store.connect() as con:
+            con.execute("INSERT INTO teachloop_meta VALUES ('probe', 'written')")
+            opened.set()
+            release.wait(5)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    opened.wait(5)
+    threading.Timer(0.3, release.set).start()
+    started = time.monotonic()
+    rows = store.query("SELECT value FROM teachloop_meta WHERE key = 'probe'").to_pylist()
+    writer.join()
+    assert rows == [{"value": "written"}]
+    assert time.monotonic() - started >= 0.25, "the read waited for the write to close"
