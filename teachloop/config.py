@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Literal, Self
@@ -211,14 +212,17 @@ class RunConfig(_Strict):
             raise ConfigError(f"config file {path} not found") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-        base = path.parent
+
+        def beside(p: str) -> str:  # normalized, so messages say runs/x, not examples/../runs/x
+            return os.path.normpath(path.parent / p)
+
         if "banks" in data and isinstance(data["banks"], list):
-            data["banks"] = [str(base / b) for b in data["banks"]]
+            data["banks"] = [beside(b) if isinstance(b, str) else b for b in data["banks"]]
         if "db" in data and isinstance(data["db"], str):
-            data["db"] = str(base / data["db"])
+            data["db"] = beside(data["db"])
         training = data.get("training")
         if isinstance(training, dict) and isinstance(training.get("adapters"), str):
-            training["adapters"] = str(base / training["adapters"])
+            training["adapters"] = beside(training["adapters"])
         return cls.validated(data, source=str(path))
 
     @classmethod
