@@ -215,7 +215,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from teachloop.training.jobs import evaluate_and_promote
 
     _open_existing(args.db)
-    _print_gate(evaluate_and_promote(_config(args), args.model, promote=not args.no_promote))
+    config = _config(args)
+    with _serving(config, args.serve):
+        _print_gate(evaluate_and_promote(config, args.model, promote=not args.no_promote))
     return 0
 
 
@@ -363,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="model version, e.g. v0001 or base")
     ev.add_argument("--config", type=Path, help="TOML config (topics, [eval])")
     ev.add_argument("--no-promote", action="store_true", help="measure only")
+    ev.add_argument("--serve", action="store_true", help="start the config's [[servers]] first")
     ev.set_defaults(func=_cmd_eval, loads_models=True)
 
     loop = sub.add_parser("loop", help="lessons -> pairs -> train -> eval -> promote, N rounds")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -169,3 +170,38 @@ def test_killed_job_leaves_state_consistent_and_a_rerun_succeeds(tmp_path, tiny)
         {"status": "failed", "error": "interrupted"},
         {"status": "complete", "error": None},
     ]
+
+
+def test_a_served_student_is_evaluated_on_its_server_with_the_adapter_hot_loaded(
+    tmp_path, tiny
+) -> None:
+    """With the student on teachloop's vLLM servers, the gate asks the server: the candidate
+    through its adapter (loaded by name for the evaluation), the incumbent through the base.
+    Served scores are kept apart from in-process ones (different numerics)."""
+    from fake_openai import FakeOpenAIServer, free_port
+
+    in_process = setup(tmp_path, tiny)
+    train(in_process, progress=False)
+    store = Store(in_process.db)
+    seed_eval(store, in_process, "base", 4)  # in-process: 100%; must not be reused below
+
+    def adapter_knows_addition(body: dict) -> str:
+        m = re.search(r"What is (\d+) \+ (\d+)\?\nAnswer:$", body["prompt"])
+        return f" {int(m[1]) + int(m[2])}" if m and body["model"] == "v0001" else " 0"
+
+    port = free_port()
+    served = RunConfig.validated(
+        {
+            **in_process.model_dump(exclude={"student", "servers"}),
+            "student": {"model": str(tiny), "backend": "vllm"},
+            "servers": [{"roles": ["student"], "port": port}],
+        }
+    )
+    with FakeOpenAIServer(adapter_knows_addition, model=str(tiny), port=port) as server:
+        gate = evaluate_and_promote(served, "v0001")
+    v1 = store.model_versions()[-1]
+    assert v1.version == "v0001" and server.adapters == {"v0001": v1.adapter_path}
+    models = [r["model"] for r in server.requests]
+    assert sorted(set(models)) == sorted({str(tiny), "v0001"}) and len(models) == 8
+    assert gate.result.accuracy == 1.0 and gate.incumbent_result.accuracy == 0.0
+    assert gate.promoted and current_student(store, str(tiny)).version == "v0001"

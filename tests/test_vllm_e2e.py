@@ -28,6 +28,7 @@ from teachloop.agents.serving import ServerSet
 from teachloop.config import EMBEDDED_MODEL, RunConfig
 from teachloop.graphs.runner import run_lessons
 from teachloop.store.store import Store
+from teachloop.training.jobs import evaluate_version
 
 pytestmark = pytest.mark.slow
 
@@ -149,6 +150,10 @@ def test_a_trained_adapter_goes_live_and_matches_in_process_peft(
     print("served:", served, "\nbase:", base, "\nlocal:", local)
     assert served == local
     assert served != base
+
+    # the promotion gate evaluates on the server too (the adapter is already loaded there)
+    held_out = evaluate_version(config, "v0001")
+    assert held_out.questions == 3 * 4 and held_out.wall_time_s > 0
 
 
 WHY = [

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from teachloop.agents.backends import Backend, LoraAdapter, build_backend
 from teachloop.config import RunConfig
 from teachloop.domains import heldout_problems
 from teachloop.errors import TeachloopError
@@ -258,9 +259,13 @@ def _log_json(log: list[StepLog]) -> str:
 
 
 def _eval_id(version: str, config: RunConfig) -> str:
-    """Evaluations are keyed by what they measured, so a repeated one is read, not rerun."""
-    key = json.dumps([config.topics, config.eval.per_topic, config.eval.seed])
-    return f"{version}:{hashlib.md5(key.encode()).hexdigest()[:10]}"
+    """Evaluations are keyed by what they measured, so a repeated one is read, not rerun; and
+    by where: a served model's numerics (its dtype, vLLM's kernels) differ from in-process."""
+    key: list = [config.topics, config.eval.per_topic, config.eval.seed]
+    if config.student.backend == "vllm":
+        key.append(["vllm", *(s.dtype for s in config.servers_for("student"))])
+    digest = hashlib.md5(json.dumps(key).encode()).hexdigest()[:10]
+    return f"{version}:{digest}"
 
 
 def evaluate_version(config: RunConfig, version: str, *, store: Store | None = None) -> EvalResult:
@@ -274,21 +279,15 @@ def evaluate_version(config: RunConfig, version: str, *, store: Store | None = N
     ).to_pylist()
     if rows:
         return _result_from_rows(version, config.eval.seed, rows)
-    from teachloop.agents.backends.transformers_backend import TransformersBackend
     from teachloop.graphs.runner import build_domains
 
     domains = build_domains(config)
     problems = heldout_problems(domains, config.topics, config.eval.per_topic, config.eval.seed)
-    backend = TransformersBackend(
-        _base_dir(model.base_model),
-        dtype=config.student.dtype,
-        max_batch_size=config.student.max_batch_size,
-        adapter_dir=model.adapter_path,
-        name=f"{model.base_model}@{version}",
-    )
+    backend = _eval_backend(config, model)
 
     async def run() -> EvalResult:
         try:
+            await backend.check()  # a served student: reachable, with the adapter loaded
             return await evaluate(
                 backend,
                 problems,
@@ -311,6 +310,33 @@ def evaluate_version(config: RunConfig, version: str, *, store: Store | None = N
             ],
         )
     return result
+
+
+def _eval_backend(config: RunConfig, model: ModelVersion) -> Backend:
+    """Where teachloop's vLLM servers serve the student, a version is evaluated there, its
+    adapter hot-loaded as lessons would load it: no second copy of the model in memory, and
+    batched. Otherwise (in-process, or endpoints that cannot load adapters) in-process."""
+    if config.student.backend == "vllm":
+        if model.base_model != config.student.model:
+            raise TeachloopError(
+                f"version {model.version} is of {model.base_model}, but the config's servers "
+                f"serve the student {config.student.model}: use a config for that model"
+            )
+        adapter = (
+            LoraAdapter(name=model.version, path=Path(model.adapter_path))
+            if model.adapter_path
+            else None
+        )
+        return build_backend(config, "student", adapter)
+    from teachloop.agents.backends.transformers_backend import TransformersBackend
+
+    return TransformersBackend(
+        _base_dir(model.base_model),
+        dtype=config.student.dtype,
+        max_batch_size=config.student.max_batch_size,
+        adapter_dir=model.adapter_path,
+        name=f"{model.base_model}@{model.version}",
+    )
 
 
 def _result_from_rows(version: str, seed: int, rows: list[dict]) -> EvalResult:
