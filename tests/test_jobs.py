@@ -205,3 +205,22 @@ def test_a_served_student_is_evaluated_on_its_server_with_the_adapter_hot_loaded
     assert sorted(set(models)) == sorted({str(tiny), "v0001"}) and len(models) == 8
     assert gate.result.accuracy == 1.0 and gate.incumbent_result.accuracy == 0.0
     assert gate.promoted and current_student(store, str(tiny)).version == "v0001"
+
+
+def test_the_gate_promoting_an_older_version_makes_it_the_student(tmp_path, tiny) -> None:
+    """The gate says 'promoted: later lessons use it'; that must hold when the candidate is
+    older than the incumbent (a version evaluated again later), as with `teachloop promote`."""
+    config = setup(tmp_path, tiny)
+    store = Store(config.db)
+    train(config, progress=False)
+    store.write_lessons([lesson("L3", [("9", False), ("5", True)])])
+    build_pairs(store)
+    train(config, progress=False)
+    seed_eval(store, config, "base", 1)
+    seed_eval(store, config, "v0002", 2)
+    seed_eval(store, config, "v0001", 3)
+    assert evaluate_and_promote(config, "v0002").promoted
+    assert current_student(store, str(tiny)).version == "v0002"
+    gate = evaluate_and_promote(config, "v0001")
+    assert gate.promoted and gate.incumbent == "v0002"
+    assert current_student(store, str(tiny)).version == "v0001"

@@ -99,6 +99,9 @@ def promote(store: Store, version: str) -> ModelVersion:
     return get_version(store, version)
 
 
+_make_student = promote  # for evaluate_and_promote, whose `promote` flag hides the name
+
+
 def _next_version(store: Store) -> str:
     n = store.query("SELECT count(*) AS n FROM model_versions WHERE method <> 'base'")
     return f"v{n.to_pylist()[0]['n'] + 1:04d}"
@@ -362,9 +365,8 @@ def evaluate_and_promote(config: RunConfig, version: str, *, promote: bool = Tru
     )
     dropped = regressed(result, incumbent_result, config.eval.tolerance)
     do_promote = promote and not dropped and incumbent.version != version
-    if do_promote:
-        with store.connect() as con:
-            con.execute("UPDATE model_versions SET promoted = true WHERE version = ?", [version])
+    if do_promote:  # as by hand: it becomes the student even if a newer version was
+        _make_student(store, version)
     return GateDecision(
         version=version,
         result=result,
