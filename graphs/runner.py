@@ -100,11 +100,7 @@ async def arun_lessons(
     student_version = _student_version(store, config)
     owned = teacher_backend is None and student_backend is None
     if teacher_backend is None or student_backend is None:
-        adapter = (
-            LoraAdapter(name=student_version.version, path=Path(student_version.adapter_path))
-            if student_version.adapter_path
-            else None
-        )
+        adapter = LoraAdapter.of(student_version)
         built = await asyncio.to_thread(build_backends, config, adapter)
         teacher_backend = teacher_backend or built[0]
         student_backend = student_backend or built[1]

@@ -325,12 +325,7 @@ def _eval_backend(config: RunConfig, model: ModelVersion) -> Backend:
                 f"version {model.version} is of {model.base_model}, but the config's servers "
                 f"serve the student {config.student.model}: use a config for that model"
             )
-        adapter = (
-            LoraAdapter(name=model.version, path=Path(model.adapter_path))
-            if model.adapter_path
-            else None
-        )
-        return build_backend(config, "student", adapter)
+        return build_backend(config, "student", LoraAdapter.of(model))
     from teachloop.agents.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend(

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from teachloop.messages import Generation
+from teachloop.records import ModelVersion
 
 
 class GenerationRequest(BaseModel):
@@ -32,6 +33,13 @@ class LoraAdapter(BaseModel):
 
     name: str = Field(description="the version name; servers serve the adapter under it")
     path: Path = Field(description="the PEFT adapter directory")
+
+    @classmethod
+    def of(cls, version: ModelVersion) -> LoraAdapter | None:
+        """The adapter of a student version; None for a base model, which has none."""
+        if not version.adapter_path:
+            return None
+        return cls(name=version.version, path=Path(version.adapter_path))
 
 
 class Completion(BaseModel):
