@@ -31,6 +31,7 @@ from teachloop.agents.prompts import student_prompt
 from teachloop.agents.student import Student
 from teachloop.config import EndpointConfig
 from teachloop.errors import BackendUnavailable
+from teachloop.graphs.summary import RunResult
 from teachloop.messages import Question
 
 pytestmark = pytest.mark.timeout(90)
@@ -342,6 +343,17 @@ def payloads(db: Path, lesson_ids: set[str]) -> dict[str, str]:
     return {r["message_id"]: r["payload"] for r in rows if r["lesson_id"] in lesson_ids}
 
 
+def assert_resumed_cleanly(
+    again: RunResult, db: Path, kept: set[str], before: dict[str, str], *, lessons: int
+) -> None:
+    """A rerun of a failed run: every lesson complete, those finished before resumed (not
+    redone), and nothing they logged changed."""
+    assert again.status == "complete"
+    assert again.lessons_resumed == len(kept)
+    assert check_log(db, "fault-run") == {"complete": lessons}
+    assert payloads(db, kept) == before
+
+
 def test_a_run_rides_out_transient_faults(tmp_path: Path) -> None:
     """Every fault once in a while, on both roles: retries absorb them all, nothing is lost,
     and the verdicts are those of the replies that finally got through."""
@@ -418,10 +430,8 @@ def test_a_refused_request_fails_its_lesson_and_the_run_goes_on(tmp_path: Path) 
         # the same run id again, the server healthy: the failed lessons resume and finish
         server.fault = None
         again = run_lessons(config, progress=False)
-    assert again.status == "complete" and again.lessons_failed == 0
-    assert again.lessons_resumed == len(kept)
-    assert check_log(config.db, "fault-run") == {"complete": 6}
-    assert payloads(config.db, kept) == before
+    assert_resumed_cleanly(again, config.db, kept, before, lessons=6)
+    assert again.lessons_failed == 0
 
 
 def test_a_student_endpoint_dying_mid_run_ends_it_with_one_line(tmp_path: Path) -> None:
@@ -457,10 +467,8 @@ def test_a_student_endpoint_dying_mid_run_ends_it_with_one_line(tmp_path: Path) 
         with FakeOpenAIServer(adds_only) as revived:
             healthy = run_config(tmp_path, teacher.url, revived.url, lessons=12)
             again = run_lessons(healthy, progress=False)
-    assert again.status == "complete" and again.lessons == 12
-    assert again.lessons_resumed == len(kept)
-    assert check_log(config.db, "fault-run") == {"complete": 12}
-    assert payloads(config.db, kept) == before
+    assert_resumed_cleanly(again, config.db, kept, before, lessons=12)
+    assert again.lessons == 12
 
 
 def test_a_hanging_teacher_ends_the_run_in_bounded_time(tmp_path: Path) -> None:
