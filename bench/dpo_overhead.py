@@ -144,10 +144,11 @@ def run_plain(base: Path, rows: list[dict[str, str]], opts: argparse.Namespace, 
 
 def run_wrapper(base: Path, rows: list[dict[str, str]], opts: argparse.Namespace, out: Path) -> Run:
     """(b) The same job through teachloop's train_adapter."""
-    from teachloop.training.trainer import TrainConfig, TrainingExample, train_adapter
+    from teachloop.config import TrainingConfig
+    from teachloop.training.trainer import TrainingExample, train_adapter
 
     started, started_cpu = time.perf_counter(), time.process_time()
-    config = TrainConfig(
+    config = TrainingConfig(
         method="dpo",
         steps=opts.steps,
         batch_size=opts.batch_size,

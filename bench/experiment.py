@@ -17,11 +17,12 @@ from pathlib import Path
 from teachloop import RunConfig, Store, run_lessons
 from teachloop.agents.backends.transformers_backend import TransformersBackend
 from teachloop.agents.embedded import prepare_embedded_model
+from teachloop.config import TrainingConfig
 from teachloop.domains import heldout_problems
 from teachloop.graphs.runner import build_domains
 from teachloop.training.evaluate import EvalResult, evaluate
 from teachloop.training.pairs import build_pairs, unused_pairs
-from teachloop.training.trainer import TrainConfig, TrainingExample, train_adapter
+from teachloop.training.trainer import TrainingExample, train_adapter
 
 
 def main() -> None:
@@ -64,7 +65,7 @@ def main() -> None:
             base,
             examples,
             args.out / method,
-            TrainConfig(method=method, steps=args.steps, batch_size=4),
+            TrainingConfig(method=method, steps=args.steps, batch_size=4),
             progress=False,
         )
         lap(f"train {method}", t)

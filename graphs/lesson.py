@@ -35,7 +35,7 @@ from teachloop.messages import (
     Role,
     Strategy,
 )
-from teachloop.records import AnyMessage, MasterySnapshot
+from teachloop.records import AnyMessage, EndReason, MasterySnapshot
 
 M = TypeVar("M", Question, Answer, Critique, Reteach)
 
@@ -54,6 +54,9 @@ class LessonState(TypedDict):
     problem: Problem | None
     attempt: int
     questions_asked: int
+    # Set by update_mastery when the lesson is over (budget spent or all mastered); the graph
+    # ends on it and the log records it, so the reason is decided in one place.
+    end_reason: EndReason | None
 
 
 def initial_state(
@@ -73,6 +76,7 @@ def initial_state(
         problem=None,
         attempt=0,
         questions_asked=0,
+        end_reason=None,
     )
 
 
@@ -166,11 +170,18 @@ def build_lesson_graph(
             mean=topic_state.estimate.mean,
             difficulty=topic_state.difficulty,
         )
+        asked = state["questions_asked"] + 1
+        end_reason = None
+        if asked >= cfg.questions:
+            end_reason = EndReason.budget
+        elif mastery.all_mastered(agents.topics, cfg.mastery_target):
+            end_reason = EndReason.mastered
         return {
             "mastery": mastery,
             "snapshots": [snapshot],
-            "questions_asked": state["questions_asked"] + 1,
+            "questions_asked": asked,
             "problem": None,
+            "end_reason": end_reason,
         }
 
     def after_critique(state: LessonState) -> Literal["reteach", "update_mastery"]:
@@ -180,9 +191,7 @@ def build_lesson_graph(
         return "update_mastery"
 
     def after_update(state: LessonState) -> Literal["pick_topic", "__end__"]:
-        if lesson_finished(state, agents):
-            return END
-        return "pick_topic"
+        return END if state["end_reason"] else "pick_topic"
 
     graph = StateGraph(LessonState)
     graph.add_node("pick_topic", pick_topic)
@@ -201,17 +210,21 @@ def build_lesson_graph(
     return graph.compile(checkpointer=checkpointer)
 
 
-def lesson_finished(state: LessonState, agents: LessonAgents) -> bool:
-    return state["questions_asked"] >= agents.lesson.questions or state["mastery"].all_mastered(
-        agents.topics, agents.lesson.mastery_target
-    )
-
-
 # Types stored in checkpoints: allow-listed for LangGraph's msgpack deserializer.
 CHECKPOINT_TYPES: list[tuple[str, ...]] = [
     (cls.__module__, cls.__name__)
     for cls in (
-        *(Question, Answer, Critique, Reteach, Generation, Role, Strategy, ErrorCategory),
+        *(
+            Question,
+            Answer,
+            Critique,
+            Reteach,
+            Generation,
+            Role,
+            Strategy,
+            ErrorCategory,
+            EndReason,
+        ),
         *(MasteryModel, TopicState, BetaEstimate, MasterySnapshot, Problem),
     )
 ]

@@ -9,7 +9,6 @@ from their last checkpoint. Finished lessons reach DuckDB through one writer tha
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -53,10 +52,6 @@ def checkpoint_path(db: Path) -> Path:
     return db.with_name(db.name + ".checkpoints.sqlite")
 
 
-def new_run_id() -> str:
-    return f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-
-
 def lesson_id(run_id: str, index: int) -> str:
     return f"{run_id}-L{index:05d}"
 
@@ -96,7 +91,9 @@ async def arun_lessons(
 ) -> RunResult:
     domains = build_domains(config)
     store = Store(config.db)
-    run_id = config.run_id or new_run_id()
+    config = config.with_run_id()
+    run_id = config.run_id
+    assert run_id is not None
     student_version = _student_version(store, config)
     owned = teacher_backend is None and student_backend is None
     if teacher_backend is None or student_backend is None:
@@ -237,7 +234,7 @@ class _Runner:
         state: LessonState = (await graph.aget_state(thread)).values
         if error is None:
             self.mastery = self.mastery.absorbed(state["start_mastery"], state["mastery"])
-        self.pending.append(_lesson_log(state, error, self.config.lesson.questions))
+        self.pending.append(_lesson_log(state, error))
 
     async def _log_unfinished(
         self, graph: CompiledStateGraph, thread: dict, status: LessonStatus, error: str | None
@@ -247,7 +244,7 @@ class _Runner:
         the row. Messages keep their stable ids, so nothing is duplicated."""
         state = (await graph.aget_state(thread)).values
         if state:
-            log = _lesson_log(state, error, self.config.lesson.questions, status=status)
+            log = _lesson_log(state, error, status=status)
             self.pending.append(log)
 
     async def _flush_periodically(self, stop: asyncio.Event) -> None:
@@ -287,7 +284,7 @@ def _one_line(e: Exception) -> str:
 
 
 def _lesson_log(
-    state: LessonState, error: str | None, budget: int, status: LessonStatus | None = None
+    state: LessonState, error: str | None, status: LessonStatus | None = None
 ) -> LessonLog:
     messages = state["messages"]
     critiques = [m for m in messages if isinstance(m, Critique)]
@@ -299,10 +296,8 @@ def _lesson_log(
         end_reason = EndReason.interrupted
     elif error:
         end_reason = EndReason.error
-    elif state["questions_asked"] >= budget:
-        end_reason = EndReason.budget
-    else:
-        end_reason = EndReason.mastered
+    else:  # the graph ended the lesson and said why
+        end_reason = state["end_reason"]
     record = LessonRecord(
         lesson_id=state["lesson_id"],
         run_id=state["run_id"],

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import duckdb
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
@@ -31,14 +31,13 @@ if TYPE_CHECKING:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from teachloop.graphs.runner import new_run_id, run_lessons
+    from teachloop.graphs.runner import run_lessons
 
     config = RunConfig.from_file(args.config) if args.config else RunConfig()
     config = config.with_overrides(
         db=args.db, lessons=args.lessons, concurrency=args.concurrency, run_id=args.run_id
     )
-    if config.run_id is None:  # fixed up front so an interrupted run can be resumed by id
-        config = config.with_overrides(run_id=new_run_id())
+    config = config.with_run_id()  # printed if interrupted, to resume by
     try:
         with _serving(config, args.serve):
             result = run_lessons(config, progress=not args.quiet)
@@ -60,9 +59,12 @@ def _print_table(table: pa.Table, fmt: str, out: Path | None) -> None:
         print(f"wrote {table.num_rows} rows to {out}")
         return
     if fmt == "csv":
-        sink = io.BytesIO()
-        pa_csv.write_csv(table, sink)
-        sys.stdout.write(sink.getvalue().decode())
+        # DuckDB's writer quotes only where needed (Arrow's quotes every string and header),
+        # so `$(teachloop sql ... --format csv | tail -1)` is a bare value.
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / "out.csv"
+            duckdb.from_arrow(table).write_csv(str(path))
+            sys.stdout.write(path.read_text(encoding="utf-8"))
     elif fmt == "json":
         print(json.dumps(table.to_pylist(), default=str, indent=1))
     else:

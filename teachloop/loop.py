@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ConfigDict
 
 from teachloop.config import RunConfig
-from teachloop.graphs.runner import new_run_id, run_lessons
+from teachloop.graphs.runner import run_lessons
 from teachloop.graphs.summary import RunResult
 from teachloop.store.store import Store
 from teachloop.training.jobs import GateDecision, JobResult, evaluate_and_promote, train
@@ -37,7 +37,7 @@ def run_loop(
 ) -> list[RoundResult]:
     """Run ``rounds`` rounds, starting one every ``every_s`` seconds (0: back to back). Each
     round's lessons are a new run, named ``<run_id>-r<k>`` (so a rerun resumes them)."""
-    prefix = config.run_id or new_run_id()
+    prefix = config.with_run_id().run_id
     results: list[RoundResult] = []
     for k in range(rounds):
         began = time.monotonic()

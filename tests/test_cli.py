@@ -130,7 +130,12 @@ def test_sql_replay_and_lessons_commands(tmp_path: Path) -> None:
     csv = teachloop(
         "sql", "--db", str(db), "--format", "csv", "SELECT topic, questions FROM topic_accuracy"
     )
-    assert csv.stdout.splitlines() == ['"topic","questions"', '"arithmetic.addition",4']
+    # Quoted only where needed, so a shell can take a value as it is.
+    assert csv.stdout.splitlines() == ["topic,questions", "arithmetic.addition,4"]
+    needs_quotes = teachloop(
+        "sql", "--db", str(db), "--format", "csv", """SELECT 'a,b' AS "x,y", 'say "hi"' AS s"""
+    )
+    assert needs_quotes.stdout.splitlines() == ['"x,y",s', '"a,b","say ""hi"""']
     as_json = teachloop(
         "sql",
         "--db",

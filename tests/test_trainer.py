@@ -16,17 +16,18 @@ import torch
 from safetensors.torch import load_file
 from tiny_model import build_tiny_model
 
+from teachloop.config import TrainingConfig
+from teachloop.errors import ConfigError
 from teachloop.training.trainer import (
     TRAIN_INFO_FILE,
     StepLog,
-    TrainConfig,
     TrainingExample,
     _load_model,
     train_adapter,
 )
 
 # A high rate so that 2-3 steps visibly move a tiny model's adapter.
-FAST = TrainConfig(steps=3, batch_size=2, learning_rate=1e-3, max_length=64)
+FAST = TrainingConfig(steps=3, batch_size=2, learning_rate=1e-3, max_length=64)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_dpo_job_trains_and_saves_an_adapter(tiny_model, examples, tmp_path) -> 
     assert_loads_with_peft(tiny_model, out)
 
     info = json.loads((out / TRAIN_INFO_FILE).read_text())
-    assert TrainConfig.model_validate(info["config"]) == FAST
+    assert TrainingConfig.model_validate(info["config"]) == FAST
     assert len(info["result"]["log"]) == 3
     assert leftovers(out.parent) == []
 
@@ -191,7 +192,7 @@ def test_dpo_on_the_embedded_model_then_generate(tmp_path) -> None:
         for a, b in [(23, 58), (47, 36), (15, 9), (64, 27)]
     ]
     out = tmp_path / "v1"
-    result = train_adapter(base, examples, out, TrainConfig(steps=2), progress=False)
+    result = train_adapter(base, examples, out, TrainingConfig(steps=2), progress=False)
     assert len(result.log) == 2 and all(math.isfinite(s.loss) for s in result.log)
     print(f"DPO step on the embedded model: {result.mean_step_time_s:.2f} s")
 
@@ -224,7 +225,7 @@ def test_scoring_only_labelled_positions_changes_no_loss(
             tiny_model,
             examples,
             tmp_path / tag,
-            TrainConfig(method=method, steps=3, batch_size=2),
+            TrainingConfig(method=method, steps=3, batch_size=2),
             progress=False,
         )
         return [s.loss for s in result.log]
@@ -240,3 +241,31 @@ def test_scoring_only_labelled_positions_changes_no_loss(
     without = fast("plain")
     assert compact_calls, "TRL no longer consults _use_triton: the speed-up is gone"
     assert with_patch == pytest.approx(without, abs=1e-5)
+
+
+def test_trl_arguments_pass_through_to_the_trainer(tiny_model, examples, tmp_path) -> None:
+    """`[training.trl]` reaches TRL's config: a constant schedule keeps every step's learning
+    rate at the configured one (TRL's default schedule decays it linearly)."""
+    decaying = train_adapter(tiny_model, examples, tmp_path / "a", FAST, progress=False)
+    assert decaying.log[0].learning_rate != decaying.log[-1].learning_rate
+    constant = FAST.model_copy(update={"trl": {"lr_scheduler_type": "constant"}})
+    result = train_adapter(tiny_model, examples, tmp_path / "b", constant, progress=False)
+    assert [s.learning_rate for s in result.log] == pytest.approx([FAST.learning_rate] * 3)
+
+
+def test_an_unknown_trl_argument_is_one_line_before_any_model_loads(examples, tmp_path) -> None:
+    config = FAST.model_copy(update={"trl": {"gradient_acumulation_steps": 2}})
+    # No model directory at all: the check must come first.
+    with pytest.raises(
+        ConfigError, match=r"training\.trl\.gradient_acumulation_steps: not a DPOConfig"
+    ):
+        train_adapter(tmp_path / "nowhere", examples, tmp_path / "out", config, progress=False)
+
+
+def test_trl_arguments_that_teachloop_owns_are_refused_in_the_config() -> None:
+    from teachloop.config import RunConfig
+
+    with pytest.raises(ConfigError, match=r"training\.trl: .*max_steps.*use training\.steps"):
+        RunConfig.validated({"training": {"trl": {"max_steps": 3}}})
+    config = RunConfig.validated({"training": {"trl": {"report_to": ["tensorboard"]}}})
+    assert config.training.trl == {"report_to": ["tensorboard"]}

@@ -28,7 +28,7 @@ from teachloop.records import ModelVersion
 from teachloop.store.store import Store
 from teachloop.training.evaluate import EvalResult, TopicScore, evaluate, regressed
 from teachloop.training.pairs import unused_pairs
-from teachloop.training.trainer import StepLog, TrainConfig, TrainingExample, train_adapter
+from teachloop.training.trainer import StepLog, TrainingExample, train_adapter
 
 BASE = "base"
 
@@ -142,20 +142,12 @@ def train(
             status="nothing_to_do",
             message="no unused preference pairs: run lessons, then `teachloop pairs`",
         )
-    tc = config.training
-    train_config = TrainConfig(
-        method=method or tc.method,
-        steps=tc.steps,
-        batch_size=tc.batch_size,
-        learning_rate=tc.learning_rate,
-        beta=tc.beta,
-        lora_r=tc.lora_r,
-        lora_alpha=tc.lora_alpha,
-        seed=tc.seed,
-    )
+    train_config = config.training
+    if method is not None:
+        train_config = train_config.model_copy(update={"method": method})
     job_id = f"job-{_now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
     version = _next_version(store)
-    out_dir = (tc.adapters or config.db.parent / "adapters") / version
+    out_dir = (train_config.adapters or config.db.parent / "adapters") / version
     if out_dir.exists():  # left by a job killed after saving, before recording: not a version
         shutil.rmtree(out_dir)
     with store.connect() as con:

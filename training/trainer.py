@@ -3,7 +3,8 @@
 One call is one job: load the base model (plus, optionally, the parent version's adapter),
 train for a fixed number of optimizer steps, and write the adapter to ``out_dir`` atomically.
 Heavy imports (torch, transformers, TRL, PEFT) happen inside the functions so that importing
-this module (e.g. for ``TrainConfig``) stays cheap.
+this module stays cheap. Hyperparameters are ``teachloop.config.TrainingConfig``, the same
+model a config file's ``[training]`` fills.
 """
 
 from __future__ import annotations
@@ -17,47 +18,18 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
+
+from teachloop.config import TrainingConfig
+from teachloop.errors import ConfigError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
 
 TRAIN_INFO_FILE = "teachloop-train.json"
 ADAPTER_NAME = "default"  # PEFT's name for the trained adapter; TRL adds a frozen "ref" copy
-
-
-class TrainConfig(BaseModel):
-    """Hyperparameters of one job. Defaults suit LoRA on a ~270M model with a few dozen pairs.
-
-    With ``parent_adapter`` the LoRA shape (r, alpha, dropout, target modules) is the parent's;
-    the ``lora_*`` and ``target_modules`` fields apply only to a fresh adapter.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    method: Literal["dpo", "sft"] = "dpo"
-    steps: int = Field(16, ge=1)  # optimizer steps (max_steps); the data is cycled if short
-    batch_size: int = Field(4, ge=1)
-    # LoRA needs ~10x the full fine-tuning rate; 5e-5 moves a 270M model in 16 DPO steps
-    # without collapsing it (TRL's own DPO default, 1e-6, is for full fine-tuning).
-    learning_rate: float = Field(5e-5, ge=0.0)
-    beta: float = Field(0.1, gt=0.0)  # DPO: strength of the pull towards the reference
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: tuple[str, ...] = (
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    )
-    max_length: int = Field(512, ge=8)  # tokens of prompt + completion; longer ones are cut
-    seed: int = 0
 
 
 class TrainingExample(BaseModel):
@@ -99,7 +71,7 @@ def train_adapter(
     base_model_dir: Path,
     examples: list[TrainingExample],
     out_dir: Path,
-    config: TrainConfig = TrainConfig(),  # noqa: B008 (frozen, so a shared default is safe)
+    config: TrainingConfig = TrainingConfig(),  # noqa: B008 (frozen, so a shared default is safe)
     *,
     parent_adapter: Path | None = None,
     progress: bool = True,
@@ -116,6 +88,7 @@ def train_adapter(
     started = time.perf_counter()
     if not examples:
         raise ValueError("no training examples: a training job needs at least one pair")
+    _check_trl_args(config)
     base_model_dir, out_dir = Path(base_model_dir), Path(out_dir)
     if not (base_model_dir / "config.json").is_file():
         raise FileNotFoundError(f"not a model directory (no config.json): {base_model_dir}")
@@ -250,7 +223,7 @@ def _float_or_none(value: Any) -> float | None:
 def _build_trainer(
     base_model_dir: Path,
     examples: list[TrainingExample],
-    config: TrainConfig,
+    config: TrainingConfig,
     parent_adapter: Path | None,
     scratch: Path,
     recorder: _StepRecorder,
@@ -291,23 +264,24 @@ def _build_trainer(
         "disable_tqdm": not progress,
     }
     if config.method == "dpo":
-        from trl import DPOConfig, DPOTrainer
+        from trl import DPOTrainer
 
         data = Dataset.from_list([e.model_dump() for e in examples])
         return DPOTrainer(
             model=model,
-            args=DPOConfig(**common, beta=config.beta),
+            args=_trl_args(common, config, beta=config.beta),
             train_dataset=data,
             processing_class=tokenizer,
             peft_config=peft_config,
             callbacks=[recorder.as_callback()],
         )
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     data = Dataset.from_list([{"prompt": e.prompt, "completion": e.chosen} for e in examples])
     return SFTTrainer(
         model=model,
-        args=SFTConfig(**common, completion_only_loss=True),  # loss on the answer only
+        # Loss on the answer only.
+        args=_trl_args(common, config, completion_only_loss=True),
         train_dataset=data,
         processing_class=tokenizer,
         peft_config=peft_config,
@@ -315,8 +289,32 @@ def _build_trainer(
     )
 
 
+def _trl_config_class(method: str) -> type:
+    from trl import DPOConfig, SFTConfig
+
+    return DPOConfig if method == "dpo" else SFTConfig
+
+
+def _check_trl_args(config: TrainingConfig) -> None:
+    """Refuse an unknown ``training.trl`` key before a model is loaded, in one line."""
+    import dataclasses
+
+    cls = _trl_config_class(config.method)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in config.trl:
+        if key not in known:
+            raise ConfigError(f"training.trl.{key}: not a {cls.__name__} argument (see TRL's docs)")
+
+
+def _trl_args(common: dict[str, Any], config: TrainingConfig, **ours: Any) -> Any:
+    """TRL's config object: teachloop's settings, then the user's ``training.trl`` arguments
+    (they may override the defaults above, e.g. ``report_to`` or ``use_cpu``; the ones
+    teachloop owns are refused when the config is read)."""
+    return _trl_config_class(config.method)(**{**common, **ours, **config.trl})
+
+
 def _load_model(
-    base_model_dir: Path, config: TrainConfig, parent_adapter: Path | None
+    base_model_dir: Path, config: TrainingConfig, parent_adapter: Path | None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The float32 base model (plus the parent adapter, trainable) and its tokenizer."""
     import torch
