@@ -1,0 +1,60 @@
+"""Domains: where questions come from and how answers are checked.
+
+Built-in generators (arithmetic, unit conversion) make problems at graded difficulty with exact
+reference answers, reference solutions and hints; a user's question bank (JSONL or Parquet)
+supplies fixed questions. ``verify`` is exact where it can be; it returns None where only a
+judge (the teacher LLM) can decide, e.g. a long free-text answer.
+
+One module a job; import from here, not from the modules:
+
+- ``base``: ``Problem``, ``Verdict``, ``exact_verdict``, the ``Domain`` base class (the
+  extension point for a domain of your own: its docstring is the contract) and ``DomainSet``
+- ``arithmetic``: ``ArithmeticDomain``
+- ``units``: ``UnitsDomain``
+- ``banks``: ``QuestionBank``, ``load_bank``
+- ``heldout``: ``heldout_problems``, ``heldout_questions`` (the held-out evaluation set)
+"""
+
+from __future__ import annotations
+
+# answers_match and error_category are teachloop.answers' own; re-exported as before.
+from teachloop.answers import answers_match, error_category
+from teachloop.domains.arithmetic import ArithmeticDomain
+from teachloop.domains.banks import QuestionBank, load_bank
+from teachloop.domains.base import (
+    MAX_DIFFICULTY,
+    MIN_DIFFICULTY,
+    PARTIAL_CREDIT,
+    Domain,
+    DomainSet,
+    Problem,
+    Verdict,
+    exact_verdict,
+)
+from teachloop.domains.heldout import heldout_problems, heldout_questions
+from teachloop.domains.units import UnitsDomain
+
+
+def builtin_domains() -> dict[str, Domain]:
+    return {"arithmetic": ArithmeticDomain(), "units": UnitsDomain()}
+
+
+__all__ = [
+    "MAX_DIFFICULTY",
+    "MIN_DIFFICULTY",
+    "PARTIAL_CREDIT",
+    "ArithmeticDomain",
+    "Domain",
+    "DomainSet",
+    "Problem",
+    "QuestionBank",
+    "UnitsDomain",
+    "Verdict",
+    "answers_match",
+    "builtin_domains",
+    "error_category",
+    "exact_verdict",
+    "heldout_problems",
+    "heldout_questions",
+    "load_bank",
+]

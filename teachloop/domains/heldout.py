@@ -1,0 +1,62 @@
+"""The held-out set: the problems evaluation asks, and so the questions lessons must never ask.
+
+It lives beside the generators because both sides use it: ``training.evaluate`` asks these
+questions, and the teacher (through the runner) leaves them out of lessons.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from teachloop.domains.base import MAX_DIFFICULTY, MIN_DIFFICULTY, DomainSet, Problem
+
+# Fresh draws tried at one difficulty before moving on (a question bank may run out).
+_DRAWS_PER_DIFFICULTY = 50
+
+
+def _difficulties(i: int) -> list[int]:
+    """The difficulty for the i-th problem of a topic (cycling 1..5), then the others in turn."""
+    span = MAX_DIFFICULTY - MIN_DIFFICULTY + 1
+    return [MIN_DIFFICULTY + (i + k) % span for k in range(span)]
+
+
+def heldout_problems(
+    domains: DomainSet, topics: Sequence[str], per_topic: int, seed: int
+) -> list[Problem]:
+    """``per_topic`` problems for each topic, difficulties cycling 1..5, no question text twice.
+
+    Deterministic in (topics, per_topic, seed); each topic has its own generator
+    (``random.Random(f"heldout/{seed}/{topic}")``), so adding a topic leaves the others' problems
+    unchanged. A domain that cannot produce enough distinct questions (a small question bank)
+    gives fewer for that topic rather than repeating one.
+    """
+    if per_topic < 0:
+        raise ValueError("per_topic must be >= 0")
+    seen: set[str] = set()
+    problems: list[Problem] = []
+    for topic in dict.fromkeys(topics):  # a topic named twice is evaluated once
+        domain = domains.domain_for(topic)
+        rng = random.Random(f"heldout/{seed}/{topic}")
+        for i in range(per_topic):
+            problem = None
+            for difficulty in _difficulties(i):
+                for _ in range(_DRAWS_PER_DIFFICULTY):
+                    candidate = domain.generate(topic, difficulty, rng)
+                    if candidate.question not in seen:
+                        problem = candidate
+                        break
+                if problem is not None:
+                    break
+            if problem is None:
+                break  # this topic has no fresh questions left
+            seen.add(problem.question)
+            problems.append(problem)
+    return problems
+
+
+def heldout_questions(
+    domains: DomainSet, topics: Sequence[str], per_topic: int, seed: int
+) -> frozenset[str]:
+    """The held-out question texts, so that lesson generation can avoid asking them."""
+    return frozenset(p.question for p in heldout_problems(domains, topics, per_topic, seed))
