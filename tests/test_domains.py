@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import random
@@ -9,6 +10,7 @@ import re
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from pydantic import ValidationError
@@ -16,12 +18,15 @@ from pydantic import ValidationError
 from teachloop.answers import extract_final_answer
 from teachloop.domains import (
     ArithmeticDomain,
+    Domain,
     DomainSet,
     Problem,
     QuestionBank,
     UnitsDomain,
     Verdict,
     builtin_domains,
+    exact_verdict,
+    heldout_problems,
     load_bank,
 )
 from teachloop.errors import ConfigError, InputFileError
@@ -518,3 +523,85 @@ def test_domain_set_unknown_topic_lists_known_ones() -> None:
 def test_domain_set_rejects_a_topic_claimed_twice() -> None:
     with pytest.raises(ConfigError, match=r"topic 'units\.length' is claimed by both"):
         DomainSet([UnitsDomain(), UnitsDomain()])
+
+
+# --- the package -------------------------------------------------------------------------------
+
+# What teachloop.domains exported as one module, and the module of the package that owns each.
+PUBLIC_NAMES = {
+    "MIN_DIFFICULTY": "base",
+    "MAX_DIFFICULTY": "base",
+    "PARTIAL_CREDIT": "base",
+    "Problem": "base",
+    "Verdict": "base",
+    "exact_verdict": "base",
+    "Domain": "base",
+    "DomainSet": "base",
+    "ArithmeticDomain": "arithmetic",
+    "UnitsDomain": "units",
+    "QuestionBank": "banks",
+    "load_bank": "banks",
+    "heldout_problems": "heldout",
+    "heldout_questions": "heldout",
+    "builtin_domains": None,  # the package's own list of built-ins
+    "answers_match": None,  # teachloop.answers', re-exported
+    "error_category": None,
+}
+
+
+@pytest.mark.parametrize("name", PUBLIC_NAMES)
+def test_public_names_import_from_the_package(name: str) -> None:
+    domains = importlib.import_module("teachloop.domains")
+    value = getattr(domains, name)
+    assert name in domains.__all__
+    owner = PUBLIC_NAMES[name]
+    if owner is not None:
+        assert getattr(importlib.import_module(f"teachloop.domains.{owner}"), name) is value
+
+
+def test_a_checkpointed_problem_keeps_its_name() -> None:
+    # Checkpoints written before the package split name the type teachloop.domains.Problem.
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    problem = ArithmeticDomain().generate("arithmetic.addition", 2, random.Random(0))
+    assert (Problem.__module__, Problem.__name__) == ("teachloop.domains", "Problem")
+    data = JsonPlusSerializer().dumps_typed({"problem": problem})
+    serde = JsonPlusSerializer(allowed_msgpack_modules=[("teachloop.domains", "Problem")])
+    assert serde.loads_typed(data) == {"problem": problem}
+
+
+class _Capitals(Domain):
+    """A user's own domain, written to the Domain docstring's contract."""
+
+    name = "capitals"
+    topics: ClassVar[tuple[str, ...]] = ("geo.capital",)
+    _PAIRS = (("France", "Paris"), ("Peru", "Lima"), ("Japan", "Tokyo"), ("Kenya", "Nairobi"))
+
+    def generate(self, topic: str, difficulty: int, rng: random.Random) -> Problem:
+        self._check_request(topic, difficulty)
+        country, city = rng.choice(self._PAIRS)
+        return Problem(
+            topic=topic,
+            difficulty=difficulty,
+            question=f"What is the capital of {country}?",
+            answer=city,
+            solution=f"The capital of {country} is {city}.\nAnswer: {city}",
+            hint="Think of the city where the country's government sits.",
+        )
+
+    def verify(self, problem: Problem, final_answer: str | None) -> Verdict | None:
+        return exact_verdict(problem.answer, final_answer)
+
+
+def test_a_domain_of_ones_own_joins_the_built_ins() -> None:
+    ds = DomainSet([*builtin_domains().values(), _Capitals()])
+    problem = ds.generate("geo.capital", 3, random.Random(1))
+    assert problem == _Capitals().generate("geo.capital", 3, random.Random(1))
+    assert ds.verify(problem, problem.answer) == Verdict(
+        correct=True, score=1.0, error_category=ErrorCategory.none
+    )
+    with pytest.raises(ConfigError, match="difficulty must be an integer"):
+        ds.generate("geo.capital", 6, random.Random(1))
+    # Four distinct questions: the held-out set takes what there is rather than repeat one.
+    heldout = heldout_problems(ds, ["geo.capital"], 10, seed=0)
+    assert len(heldout) == len({p.question for p in heldout}) == 4
