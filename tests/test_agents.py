@@ -53,6 +53,41 @@ async def test_reteach_strategies_shape_what_the_student_sees() -> None:
     assert by_strategy[Strategy.step_by_step].explanation == "Look at each place value in turn."
 
 
+async def test_a_reteach_that_states_the_answer_is_flagged_leaked() -> None:
+    problem = Teacher(ScriptedBackend(teacher_reply), DOMAINS).make_problem(
+        "arithmetic.multiplication", 3, random.Random(5)
+    )
+    a, b = problem.question.removeprefix("What is ").removesuffix("?").split(" × ")
+    replies = {
+        f" Multiply: {a} × {b} = {problem.answer}.": True,  # the answer, stated
+        f" Multiply {a} by {b}, one digit at a time.": False,  # only the question's numbers
+        f" The result is {int(problem.answer):,}.": True,  # written differently, same value
+        f" It is about {int(problem.answer) + 1}.": False,
+    }
+    for reply, leaked in replies.items():
+        teacher = Teacher(ScriptedBackend(lambda r, reply=reply: reply), DOMAINS)
+        question = teacher.ask(problem, run_id="r", lesson_id="r-L0", turn=0, index=0)
+        answer = await Student(ScriptedBackend(lambda r: " 0")).answer(question, None, turn=1)
+        reteach = await teacher.reteach(
+            problem, question, answer, Strategy.step_by_step, random.Random(0), turn=3
+        )
+        assert reteach.leaked is leaked, reply
+        assert parse_message(reteach.model_dump_json()) == reteach
+
+
+def test_a_free_text_answer_leaks_by_its_words(tmp_path) -> None:
+    from teachloop.domains import load_bank
+
+    bank = tmp_path / "geo.jsonl"
+    bank.write_text(
+        '{"topic": "geo.capitals", "question": "Capital of France?", "answer": "Paris"}\n'
+    )
+    teacher = Teacher(ScriptedBackend(teacher_reply), DomainSet([load_bank(bank)]))
+    problem = teacher.make_problem("geo.capitals", 1, random.Random(0))
+    assert teacher.gives_away(problem, "Think of the city on the Seine: it is  PARIS.")
+    assert not teacher.gives_away(problem, "Think of the city on the Seine.")
+
+
 async def test_critique_uses_the_verifier_not_the_llm_for_the_verdict() -> None:
     teacher = Teacher(ScriptedBackend(lambda r: " Yes, well done!"), DOMAINS)
     problem = teacher.make_problem("units.length", 2, random.Random(5))
@@ -109,3 +144,19 @@ async def test_free_text_bank_answers_are_judged_by_the_teacher_llm(tmp_path) ->
     assert "judge reply is not a Judgement" in (critiques["maybe"].parse_error or "")
     assert "feedback: Field required" in (critiques["partial"].parse_error or "")
     assert parse_message(critiques["partial"].model_dump_json()) == critiques["partial"]
+
+
+async def test_an_attempt_outside_a_lesson_is_a_lessons_first_attempt() -> None:
+    """`Student.attempt` (held-out evaluation) sends the request `answer` sends for a first
+    attempt, and parses the reply into the same final answer."""
+    backend = ScriptedBackend(lambda r: " 42 apples\nQuestion: junk")
+    student = Student(backend, max_tokens=5, temperature=0.3)
+    teacher = Teacher(ScriptedBackend(teacher_reply), DOMAINS)
+    problem = teacher.make_problem("arithmetic.addition", 1, random.Random(0))
+    question = teacher.ask(problem, run_id="r", lesson_id="r-L0", turn=0, index=0)
+    answer = await student.answer(question, None, turn=1)
+    completion, final = await student.attempt(question.text)
+    assert backend.requests == [student.request(question.text)] * 2
+    assert backend.requests[0].max_tokens == 5 and backend.requests[0].temperature == 0.3
+    assert final == answer.final_answer == "42" and completion.text == " 42 apples"
+    assert answer.prompt == backend.requests[0].prompt

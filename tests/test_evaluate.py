@@ -106,6 +106,36 @@ async def test_evaluate_scores_per_topic_and_overall(domains: DomainSet) -> None
     assert request.temperature == 0.0 and request.stop == ("\n",) and request.max_tokens == 12
 
 
+async def test_the_gate_asks_exactly_what_a_lesson_asks_first(make_config, domains) -> None:
+    """The held-out request for a question equals the request a lesson's first attempt at the
+    same question sends: same prompt, stop strings, max_tokens and temperature. The lesson's
+    comes from a real run; the evaluation is called as training/jobs.py calls it."""
+    from conftest import current_question, teacher_reply
+
+    from teachloop.graphs.runner import arun_lessons
+
+    config = make_config(lessons=1, student={"max_tokens": 7})
+    in_lesson = ScriptedBackend(adds_only_student)
+    await arun_lessons(
+        config,
+        teacher_backend=ScriptedBackend(teacher_reply),
+        student_backend=in_lesson,
+        progress=False,
+    )
+    first = in_lesson.requests[0]  # the lesson's first question, first attempt
+    question = current_question(first.prompt)
+    problem = DomainProblem(
+        topic="arithmetic.addition", difficulty=1, question=question, answer="0", solution="0",
+        hint="-",
+    )  # fmt: skip
+    in_eval = ScriptedBackend(adds_only_student)
+    await evaluate(
+        in_eval, [problem], domains, version="v", seed=0, max_tokens=config.student.max_tokens
+    )
+    assert in_eval.requests == [first]
+    assert first.max_tokens == 7 and first.stop == ("\n",)
+
+
 async def test_evaluate_sends_all_questions_concurrently(domains: DomainSet) -> None:
     problems = heldout_problems(domains, TOPICS, 5, seed=0)
     in_flight = peak = 0

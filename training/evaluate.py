@@ -1,5 +1,5 @@
-"""Held-out evaluation: a fixed, seeded question set per topic, asked the way the student sees a
-first question in a lesson, checked by the domain's exact verifier.
+"""Held-out evaluation: a fixed, seeded question set per topic, asked through the `Student` agent
+exactly as a lesson asks its first attempt, checked by the domain's exact verifier.
 
 The same (topics, per_topic, seed) always gives the same problems, so two model versions are
 compared on identical questions, and lesson generation can steer clear of them
@@ -14,9 +14,8 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from teachloop.agents.backends.base import Backend, GenerationRequest
-from teachloop.agents.prompts import student_prompt
-from teachloop.answers import extract_final_answer
+from teachloop.agents.backends.base import Backend
+from teachloop.agents.student import Student
 from teachloop.domains import DomainSet, Problem, heldout_problems, heldout_questions
 
 # Float slack in the regression gate: a drop of exactly `tolerance` is within it.
@@ -69,19 +68,8 @@ class EvalResult(BaseModel):
         )
 
 
-async def _is_correct(
-    backend: Backend, problem: Problem, domains: DomainSet, max_tokens: int
-) -> bool:
-    # Exactly what the Student agent sends for a first attempt (no reteach).
-    completion = await backend.complete(
-        GenerationRequest(
-            prompt=student_prompt(problem.question),
-            max_tokens=max_tokens,
-            temperature=0.0,
-            stop=("\n",),
-        )
-    )
-    final = extract_final_answer(completion.text)
+async def _is_correct(student: Student, problem: Problem, domains: DomainSet) -> bool:
+    _, final = await student.attempt(problem.question)
     verdict = domains.domain_for(problem.topic).verify(problem, final)
     return verdict is not None and verdict.correct
 
@@ -94,16 +82,20 @@ async def evaluate(
     version: str,
     seed: int,
     max_tokens: int = 12,
+    temperature: float = 0.0,
 ) -> EvalResult:
     """Ask every problem (concurrently), verify the answers, score per topic and overall.
+
+    Questions go through a ``Student`` with ``max_tokens`` and ``temperature`` (pass the
+    student's lesson settings, ``[student].max_tokens``/``temperature``), so each request is the
+    one a lesson's first attempt at the question sends.
 
     A verifier that cannot decide (``None``: a judge would be needed) counts as incorrect. A
     backend error propagates: a broken backend must not look like a model that knows nothing.
     """
     started = time.monotonic()
-    verdicts = await asyncio.gather(
-        *(_is_correct(backend, p, domains, max_tokens) for p in problems)
-    )
+    student = Student(backend, max_tokens=max_tokens, temperature=temperature)
+    verdicts = await asyncio.gather(*(_is_correct(student, p, domains) for p in problems))
     asked: dict[str, int] = {}
     right: dict[str, int] = {}
     for problem, correct in zip(problems, verdicts, strict=True):
