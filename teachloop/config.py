@@ -13,7 +13,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -36,19 +38,59 @@ class _Strict(BaseModel):
 
 
 class EndpointConfig(_Strict):
-    """One OpenAI-compatible server (vLLM's, or any other)."""
+    """One OpenAI-compatible server (vLLM's, or any other).
+
+    The API key: ``api_key_env`` names the environment variable that holds it (unset: an error
+    naming the variable when the backend starts); ``api_key`` gives it in clear; with neither,
+    ``OPENAI_API_KEY`` if set, else ``"EMPTY"`` (as the OpenAI client does). The key is never
+    in a dump of the config (``api_key`` is a ``SecretStr``: ``**********`` in JSON, so not in
+    the ``runs`` table) and a key from the environment is never in the config at all.
+    """
 
     url: str = Field(pattern=r"^https?://", description="base URL, e.g. http://127.0.0.1:8000/v1")
     model: str = Field(description="the model name the server serves")
-    api_key: str = "EMPTY"
+    api_key: SecretStr | None = Field(default=None, description="the key in clear")
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the environment variable holding the key",
+    )
     max_concurrency: int = Field(default=16, ge=1)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
 
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        if self.api_key is not None and self.api_key_env is not None:
+            raise ValueError("give api_key or api_key_env, not both")
+        return self
+
+    def resolved_api_key(self) -> str:
+        """The key to send; ``ConfigError`` naming the variable if ``api_key_env``'s is unset."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env is not None:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise ConfigError(
+                    f"endpoint {self.url}: api_key_env names the environment variable "
+                    f"{self.api_key_env}, which is not set (export it, holding the API key)"
+                )
+            return key
+        return os.environ.get("OPENAI_API_KEY") or "EMPTY"
+
 
 class AgentConfig(_Strict):
     """Which model plays a role and how it generates: in-process (``transformers``), on the
-    vLLM servers of ``[[servers]]`` (``vllm``), or on any OpenAI-compatible ``endpoints``."""
+    vLLM servers of ``[[servers]]`` (``vllm``), or on any OpenAI-compatible ``endpoints``.
+
+    ``model`` is the weights: what teachloop loads, serves and (for the student) trains. With
+    ``openai`` endpoints the server's model name is the endpoint's ``model``, a separate setting,
+    so the student's ``model`` must then be given: the weights that endpoint serves.
+    """
+
+    # Instances passed to RunConfig are validated again, so the role checks below see them too.
+    model_config = ConfigDict(revalidate_instances="always")
 
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
     model: str = Field(default=EMBEDDED_MODEL, description="embedded name or a model directory")
@@ -67,6 +109,20 @@ class AgentConfig(_Strict):
             raise ValueError("backend 'openai' needs at least one [[...endpoints]] entry")
         if self.backend != "openai" and self.endpoints:
             raise ValueError("endpoints are only used with backend = 'openai'")
+        return self
+
+    @model_validator(mode="after")
+    def _student_weights_explicit(self, info: ValidationInfo) -> Self:
+        # The role is the RunConfig field this config is validated for (None when standalone).
+        if (
+            info.field_name == "student"
+            and self.backend == "openai"
+            and "model" not in self.model_fields_set
+        ):
+            raise ValueError(
+                "with backend 'openai', set model to the weights the endpoint serves (a model "
+                "directory): teachloop trains and evaluates those, not the endpoint's model name"
+            )
         return self
 
 

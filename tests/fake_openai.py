@@ -44,6 +44,10 @@ class FakeOpenAIServer:
         # LoRA adapters loaded through /v1/load_lora_adapter, as vLLM does: name -> path.
         self.adapters: dict[str, str] = {}
         self.refuse_adapters = False  # answer load_lora_adapter as a server without LoRA does
+        # The `root` of the model's card in /v1/models: vLLM reports where it loaded the model
+        # from (`--model`); None: not reported, as by servers other than vLLM.
+        self.root: str | None = None
+        self.authorization: list[str] = []  # the Authorization header of every request
         self.requests: list[dict] = []
         self.request_times: list[float] = []  # time.monotonic() at each POST's arrival
         self.fail_next = 0  # answer this many requests with HTTP 500
@@ -129,16 +133,25 @@ class FakeOpenAIServer:
                 self._send_bytes(status, json.dumps(body).encode(), **kw)
 
             def do_GET(self) -> None:
+                fake.authorization.append(self.headers.get("Authorization", ""))
                 if self.path == "/v1/models":
-                    ids = [fake.model, *fake.adapters]
-                    data = [{"id": i, "object": "model", "owned_by": "t"} for i in ids]
-                    self._send(200, {"object": "list", "data": data})
+                    base = {"id": fake.model, "object": "model", "owned_by": "t"}
+                    if fake.root is not None:
+                        base["root"] = fake.root
+                    with fake._lock:
+                        loaded = list(fake.adapters.items())
+                    adapters = [  # as vLLM lists a LoRA adapter
+                        {"id": name, "object": "model", "root": path, "parent": fake.model}
+                        for name, path in loaded
+                    ]
+                    self._send(200, {"object": "list", "data": [base, *adapters]})
                 elif self.path == "/health":
                     self._send_bytes(200, b"")
                 else:
                     self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self) -> None:
+                fake.authorization.append(self.headers.get("Authorization", ""))
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if self.path == "/v1/load_lora_adapter":
                     if fake.refuse_adapters:

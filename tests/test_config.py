@@ -128,3 +128,96 @@ def test_only_commands_that_load_models_refuse_a_broken_torchvision(
     assert cli.main(["sql", "--db", str(db), "SELECT 1 AS one"]) == 0  # the log stays readable
     assert cli.main(["train", "--db", str(db)]) == 2
     assert "pip uninstall -y torchvision" in capsys.readouterr().err
+
+
+# -- endpoint API keys -------------------------------------------------------------------------
+
+ENDPOINT = "[[student.endpoints]]\nurl = 'http://127.0.0.1:8000/v1'\nmodel = 'served'\n"
+
+
+def openai_student(tmp_path: Path, extra: str = "") -> RunConfig:
+    return RunConfig.from_file(
+        write(tmp_path, f"[student]\nbackend = 'openai'\nmodel = '/weights'\n{ENDPOINT}{extra}")
+    )
+
+
+def test_api_key_env_names_the_variable_that_holds_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (endpoint,) = openai_student(tmp_path, "api_key_env = 'MY_VLLM_KEY'\n").student.endpoints
+    monkeypatch.setenv("MY_VLLM_KEY", "sk-from-env-123")
+    assert endpoint.resolved_api_key() == "sk-from-env-123"
+    monkeypatch.delenv("MY_VLLM_KEY")
+    with pytest.raises(ConfigError) as err:
+        endpoint.resolved_api_key()
+    message = str(err.value)
+    assert "MY_VLLM_KEY" in message and "not set" in message and "\n" not in message
+
+
+def test_without_a_key_setting_the_key_is_the_openai_clients_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (endpoint,) = openai_student(tmp_path).student.endpoints
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert endpoint.resolved_api_key() == "EMPTY"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-default")
+    assert endpoint.resolved_api_key() == "sk-openai-default"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("api_key = 'k'\napi_key_env = 'K'\n", "give api_key or api_key_env, not both"),
+        ("api_key_env = 'not a name'\n", "student.endpoints.0.api_key_env"),
+    ],
+)
+def test_bad_key_settings_are_one_line_errors(tmp_path: Path, extra: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        openai_student(tmp_path, extra)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_key_in_clear_is_never_dumped_but_survives_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MY_VLLM_KEY", "sk-from-env-456")
+    config = openai_student(tmp_path, "api_key = 'sk-in-clear-789'\n")
+    for text in (config.model_dump_json(), repr(config), str(config.model_dump())):
+        assert "sk-in-clear-789" not in text
+    again = config.with_overrides(lessons=2)
+    assert again.student.endpoints[0].resolved_api_key() == "sk-in-clear-789"
+    from_env = openai_student(tmp_path, "api_key_env = 'MY_VLLM_KEY'\n")
+    assert "sk-from-env-456" not in from_env.model_dump_json()
+
+
+# -- the weights a student on openai endpoints trains ------------------------------------------
+
+
+def test_an_openai_student_must_name_its_weights(tmp_path: Path) -> None:
+    path = write(tmp_path, f"[student]\nbackend = 'openai'\n{ENDPOINT}")
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_file(path)
+    message = str(err.value)
+    assert f"{path}: student: with backend 'openai', set model to the weights" in message
+    assert "\n" not in message
+    # given (even the default's value), it is taken as said; the teacher trains nothing
+    assert openai_student(tmp_path).student.model == "/weights"
+    explicit = RunConfig.from_file(
+        write(tmp_path, f"[student]\nbackend = 'openai'\nmodel = '{EMBEDDED_MODEL}'\n{ENDPOINT}")
+    )
+    assert explicit.student.model == EMBEDDED_MODEL
+    teacher = ENDPOINT.replace("student", "teacher")
+    assert RunConfig.from_file(write(tmp_path, f"[teacher]\nbackend = 'openai'\n{teacher}"))
+    assert explicit.with_overrides(lessons=2).student.model == EMBEDDED_MODEL
+
+
+def test_an_openai_student_built_in_code_must_name_its_weights_too() -> None:
+    from teachloop.config import AgentConfig, EndpointConfig
+
+    endpoints = (EndpointConfig(url="http://127.0.0.1:8000/v1", model="served"),)
+    unnamed = AgentConfig(backend="openai", endpoints=endpoints)  # no role yet: fine
+    with pytest.raises(ValueError, match="set model to the weights the endpoint serves"):
+        RunConfig(student=unnamed)
+    assert RunConfig(teacher=unnamed).teacher == unnamed
+    named = AgentConfig(backend="openai", endpoints=endpoints, model="/weights")
+    assert RunConfig(student=named).student.model == "/weights"

@@ -222,3 +222,132 @@ async def test_an_endpoint_that_goes_down_is_taken_out_and_put_back_with_its_ada
             await backend.aclose()
         assert len(restarted.requests) >= 3
         assert {r["model"] for r in restarted.requests} == {"v0002"}
+
+
+# -- API keys from the environment -------------------------------------------------------------
+
+KEY = "sk-test-0f1e2d3c4b5a"
+
+
+async def test_a_key_from_the_environment_is_sent_but_never_logged_or_stored(
+    make_config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One lesson through endpoints whose keys come from the environment (the student's) and
+    from the config in clear (the teacher's): both reach the server; neither is in the debug
+    log nor in the run's stored config."""
+    import logging
+
+    from conftest import adds_only_student, current_question
+
+    from teachloop import Store
+    from teachloop.graphs.runner import arun_lessons
+
+    def reply(body: dict) -> str:
+        if body["prompt"].startswith("Each question"):
+            return adds_only_student(GenerationRequest(prompt=body["prompt"]))
+        return f" Think about {current_question(body['prompt'])}."
+
+    monkeypatch.setenv("TEACHLOOP_TEST_KEY", KEY)
+    caplog.set_level(logging.DEBUG)
+    with FakeOpenAIServer(reply) as server:
+        url = server.url
+        config = make_config(
+            lessons=1,
+            lesson={"questions": 1},
+            teacher={
+                "backend": "openai",
+                "endpoints": [{"url": url, "model": "fake-model", "api_key": "sk-clear-42"}],
+            },
+            student={
+                "backend": "openai",
+                "model": "/weights/my-student",
+                "endpoints": [
+                    {"url": url, "model": "fake-model", "api_key_env": "TEACHLOOP_TEST_KEY"}
+                ],
+            },
+        )
+        result = await arun_lessons(config, progress=False)
+    assert result.lessons == 1 and result.lessons_failed == 0
+    assert {f"Bearer {KEY}", "Bearer sk-clear-42"} == set(server.authorization)
+    (stored,) = Store(config.db).query("SELECT config FROM runs").column("config").to_pylist()
+    assert '"api_key_env":"TEACHLOOP_TEST_KEY"' in stored.replace(" ", "")
+    for secret in (KEY, "sk-clear-42"):
+        assert secret not in stored
+        assert secret not in caplog.text
+    assert "HTTP Request: POST" in caplog.text  # the debug log was on
+
+
+async def test_an_unset_key_variable_stops_the_backend_from_starting(
+    make_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from teachloop.agents.backends import build_backend
+    from teachloop.errors import ConfigError
+
+    monkeypatch.delenv("TEACHLOOP_UNSET_KEY", raising=False)
+    endpoints = [{"url": free_port_url(), "model": "m", "api_key_env": "TEACHLOOP_UNSET_KEY"}]
+    config = make_config(teacher={"backend": "openai", "endpoints": endpoints})
+    with pytest.raises(ConfigError) as err:
+        build_backend(config, "teacher")
+    assert "TEACHLOOP_UNSET_KEY" in str(err.value) and "\n" not in str(err.value)
+
+
+# -- the student's weights against what the server loaded ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("root", "ok"),
+    [
+        (None, True),  # not reported (a server other than vLLM): nothing to compare
+        ("{weights}", True),  # a server on this machine, the same directory
+        ("{weights}/", True),
+        ("{other}", False),  # a server on this machine, another directory
+        ("/srv/models/my-student", True),  # a server elsewhere: the same name
+        ("google/my-student", True),  # a hub name
+        ("/srv/models/gemma-3-270m", False),
+    ],
+)
+async def test_the_served_weights_must_be_the_students(tmp_path, root: str | None, ok) -> None:
+    from teachloop.errors import ConfigError
+
+    weights, other = tmp_path / "my-student", tmp_path / "other"
+    weights.mkdir()
+    other.mkdir()
+    with FakeOpenAIServer(echo) as server:
+        server.root = root.format(weights=weights, other=other) if root else None
+        backend = OpenAIBackend([endpoint(server)], role="student", weights=weights)
+        try:
+            if ok:
+                await backend.check()
+            else:
+                with pytest.raises(ConfigError) as err:
+                    await backend.check()
+                message = str(err.value)
+                assert f"serves 'fake-model' from {server.root}" in message
+                assert f"[student].model is {weights}" in message and "\n" not in message
+        finally:
+            await backend.aclose()
+
+
+async def test_a_student_endpoint_serving_other_weights_stops_the_lessons(
+    make_config, tmp_path
+) -> None:
+    from teachloop.agents.backends import build_backend
+    from teachloop.errors import ConfigError
+    from teachloop.graphs.runner import arun_lessons
+
+    weights = tmp_path / "my-student"
+    weights.mkdir()
+    with FakeOpenAIServer(echo) as server:
+        server.root = "/srv/models/llama-3-8b"
+        role = {"backend": "openai", "endpoints": [{"url": server.url, "model": "fake-model"}]}
+        config = make_config(
+            teacher=role, student={**role, "model": str(weights), "follow_promoted": False}
+        )
+        student, teacher = build_backend(config, "student"), build_backend(config, "teacher")
+        assert isinstance(student, OpenAIBackend) and isinstance(teacher, OpenAIBackend)
+        assert (student.weights, teacher.weights) == (weights, None)
+        await student.aclose()
+        await teacher.aclose()
+        with pytest.raises(ConfigError, match="serves 'fake-model' from /srv/models/llama-3-8b"):
+            await arun_lessons(config, progress=False)
+        assert server.requests == []  # refused before the first lesson

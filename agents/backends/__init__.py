@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from teachloop.agents.backends.base import Backend, Completion, GenerationRequest, LoraAdapter
-from teachloop.config import Role, RunConfig
+from teachloop.config import EMBEDDED_MODEL, Role, RunConfig
 from teachloop.errors import ConfigError
 
 
@@ -26,7 +28,15 @@ def build_backend(config: RunConfig, role: Role, adapter: LoraAdapter | None = N
             else None
         )
         return OpenAIBackend(
-            config.endpoints_for(role), api=agent.api, role=role, adapter=adapter, hint=hint
+            config.endpoints_for(role),
+            api=agent.api,
+            role=role,
+            adapter=adapter,
+            hint=hint,
+            # Endpoints teachloop does not start: their server must serve the student's weights.
+            weights=_trained_weights(agent.model)
+            if role == "student" and agent.backend == "openai"
+            else None,
         )
     from teachloop.agents.backends.transformers_backend import TransformersBackend
     from teachloop.agents.embedded import resolve_model_path
@@ -38,6 +48,14 @@ def build_backend(config: RunConfig, role: Role, adapter: LoraAdapter | None = N
         name=agent.model if adapter is None else f"{agent.model}@{adapter.name}",
         adapter_dir=adapter.path if adapter else None,
     )
+
+
+def _trained_weights(model: str) -> Path:
+    """Where the student's weights are (without converting the embedded model): what a server
+    serving the student must have loaded."""
+    from teachloop.agents.embedded import embedded_model_dir
+
+    return embedded_model_dir() if model == EMBEDDED_MODEL else Path(model).expanduser()
 
 
 def build_backends(

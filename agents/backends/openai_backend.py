@@ -11,6 +11,10 @@ taken out until it answers again.
 With ``adapter`` (a LoRA adapter: the student's promoted version), requests name the adapter as
 their model, and every endpoint is made to serve it: the health check loads it through vLLM's
 ``/v1/load_lora_adapter`` wherever it is missing, including on a server that restarted.
+
+With ``weights`` (the student's ``model``: the weights teachloop trains), the health check also
+compares them with the ``root`` vLLM reports for the served model (the path it loaded), where
+the server reports one, and refuses a server that serves other weights.
 """
 
 from __future__ import annotations
@@ -18,16 +22,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import openai
 from openai import AsyncOpenAI
 
-from teachloop.agents.backends.base import Backend, Completion, GenerationRequest, LoraAdapter
+from teachloop.agents.backends.base import (
+    Backend,
+    Completion,
+    GenerationRequest,
+    LoraAdapter,
+    truncate_at_stop,
+)
 from teachloop.config import EndpointConfig
-from teachloop.errors import BackendUnavailable
+from teachloop.errors import BackendUnavailable, ConfigError
 from teachloop.messages import Generation
 
 _COOLDOWN_S = 10.0
@@ -54,6 +66,7 @@ class _Endpoint:
     config: EndpointConfig
     client: AsyncOpenAI
     slots: asyncio.Semaphore
+    api_key: str = field(repr=False)
     in_flight: int = 0
     benched_until: float = 0.0
     failures: int = field(default=0)
@@ -74,29 +87,34 @@ class OpenAIBackend(Backend):
         adapter: LoraAdapter | None = None,
         health_interval_s: float = _HEALTH_INTERVAL_S,
         hint: str | None = None,
+        weights: str | Path | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("OpenAIBackend needs at least one endpoint")
         self.api = api
         self.role = role
         self.adapter = adapter
+        self.weights = Path(weights).expanduser() if weights is not None else None
         self.health_interval_s = health_interval_s
         self.hint = hint or f"start the server or fix [{role}].endpoints in the config"
         self.name = adapter.name if adapter else endpoints[0].model
-        self._http = httpx.AsyncClient(timeout=_HEALTH_TIMEOUT_S)
         self._monitor: asyncio.Task[None] | None = None
+        self._closed = False
+        keys = [e.resolved_api_key() for e in endpoints]  # an unset api_key_env fails here
+        self._http = httpx.AsyncClient(timeout=_HEALTH_TIMEOUT_S)
         self._endpoints = [
             _Endpoint(
                 config=e,
                 client=AsyncOpenAI(
                     base_url=e.url,
-                    api_key=e.api_key,
+                    api_key=key,
                     timeout=e.timeout_s,
                     max_retries=e.max_retries,
                 ),
                 slots=asyncio.Semaphore(e.max_concurrency),
+                api_key=key,
             )
-            for e in endpoints
+            for e, key in zip(endpoints, keys, strict=True)
         ]
 
     def _pick(self, exclude: set[int]) -> _Endpoint | None:
@@ -106,7 +124,20 @@ class OpenAIBackend(Backend):
         return min(candidates, key=lambda e: e.in_flight, default=None)
 
     async def complete(self, request: GenerationRequest) -> Completion:
+        if self._closed:
+            raise self._closed_error()
         self._ensure_monitor()
+        try:
+            return await self._complete(request)
+        except Exception:
+            if self._closed:  # closed while this request was in flight
+                raise self._closed_error() from None
+            raise
+
+    def _closed_error(self) -> BackendUnavailable:
+        return BackendUnavailable(f"{self.role} backend {self.name} was closed")
+
+    async def _complete(self, request: GenerationRequest) -> Completion:
         tried: set[int] = set()
         last_error: Exception | None = None
         while (endpoint := self._pick(tried)) is not None:
@@ -182,7 +213,9 @@ class OpenAIBackend(Backend):
         if not isinstance(text, str):
             raise MalformedResponse(f"reply has no completion text: {str(resp)[:80]!r}")
         return Completion(
-            text=text,
+            # vLLM cuts at the stop strings; a server that ignores them (or some) must not
+            # hand the caller what follows a stop string.
+            text=truncate_at_stop(text, request.stop),
             generation=Generation(
                 model=resp.model or cfg.model,
                 endpoint=cfg.url,
@@ -193,20 +226,23 @@ class OpenAIBackend(Backend):
         )
 
     async def check(self) -> None:
-        """Every endpoint must answer, serve the configured model and (with an adapter) have
-        the adapter loaded; then the health check starts watching them."""
+        """Every endpoint must answer, serve the configured model (from ``weights``, where the
+        server says where it loaded it from) and (with an adapter) have the adapter loaded; then
+        the health check starts watching them."""
+        if self._closed:
+            raise self._closed_error()
         for e in self._endpoints:
             await self._probe(e)
         self._ensure_monitor()
 
     async def _probe(self, e: _Endpoint) -> None:
         """Raise ``BackendUnavailable`` unless ``e`` serves our model (loading the adapter
-        into it if that is what is missing)."""
+        into it if that is what is missing), ``ConfigError`` if it serves other weights."""
         url = e.config.url.rstrip("/")
         try:
-            resp = await self._http.get(f"{url}/models", headers=_auth(e.config.api_key))
+            resp = await self._http.get(f"{url}/models", headers=_auth(e.api_key))
             resp.raise_for_status()
-            served = {m["id"] for m in resp.json()["data"]}
+            served = {m["id"]: m for m in resp.json()["data"]}  # name -> model card
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as err:
             raise BackendUnavailable(
                 f"cannot reach {self.role} endpoint {url} ({_reason(err)}): {self.hint}"
@@ -215,6 +251,14 @@ class OpenAIBackend(Backend):
             raise BackendUnavailable(
                 f"{self.role} endpoint {url} does not serve model "
                 f"'{e.config.model}' (it serves: {', '.join(sorted(served)) or 'nothing'})"
+            )
+        root = served[e.config.model].get("root")  # vLLM's: where it loaded the model from
+        weights = self.weights
+        if weights is not None and isinstance(root, str) and not _same_weights(root, weights):
+            raise ConfigError(
+                f"{self.role} endpoint {url} serves '{e.config.model}' from {root}, but "
+                f"[{self.role}].model is {weights}, the weights teachloop trains: set it to "
+                "the weights the endpoint serves"
             )
         if self.adapter is not None and self.adapter.name not in served:
             await self._load_adapter(e)
@@ -227,7 +271,7 @@ class OpenAIBackend(Backend):
             resp = await self._http.post(
                 f"{url}/load_lora_adapter",
                 json=body,
-                headers=_auth(e.config.api_key),
+                headers=_auth(e.api_key),
                 timeout=60.0,  # the server reads the adapter from disk
             )
         except httpx.HTTPError as err:
@@ -269,6 +313,7 @@ class OpenAIBackend(Backend):
         return [(e.config.url, e.healthy, e.in_flight) for e in self._endpoints]
 
     async def aclose(self) -> None:
+        self._closed = True
         monitor, self._monitor = self._monitor, None
         if monitor is not None:
             monitor.cancel()
@@ -281,6 +326,18 @@ class OpenAIBackend(Backend):
 
 def _auth(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
+
+
+def _same_weights(root: str, weights: Path) -> bool:
+    """Whether the server's ``root`` (the path or hub name it loaded) is ``weights``: the same
+    directory where the server's path exists here too (a server on this machine), else (a
+    server elsewhere, or a hub name) the same final name."""
+    if not root:  # nothing reported: nothing to compare
+        return True
+    served = Path(root).expanduser()
+    if served.is_dir() and weights.is_dir():
+        return os.path.samefile(served, weights)
+    return served.name == weights.resolve().name
 
 
 def _reason(err: Exception | None) -> str:
