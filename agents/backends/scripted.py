@@ -1,6 +1,11 @@
 """A deterministic backend for tests: replies come from a function of the request.
 
 Never a default: configs cannot select it; tests pass it to the runner explicitly.
+
+Its exemptions from the `Backend` contract: the script decides the text (max_tokens and
+json_schema are the script's to honour; stop strings are applied here), token counts are
+whitespace-separated words, latency is 0, it is never unavailable (an exception the script
+raises propagates as it is), and it keeps answering after ``aclose()``.
 """
 
 from __future__ import annotations
