@@ -185,13 +185,22 @@ class TrainingConfig(_Strict):
     the ``lora_*`` and ``target_modules`` fields apply only to a fresh adapter.
     """
 
-    method: Literal["dpo", "sft"] = "dpo"
+    method: Literal["dpo", "sft", "kd"] = "dpo"  # kd: token-level distillation (training/kd.py)
     steps: int = Field(default=16, ge=1, description="optimizer steps; short data is cycled")
     batch_size: int = Field(default=4, ge=1)
     # LoRA needs ~10x the full fine-tuning rate; 5e-5 moves a 270M model in 16 DPO steps
     # without collapsing it (TRL's own DPO default, 1e-6, is for full fine-tuning).
     learning_rate: float = Field(default=5e-5, gt=0)
     beta: float = Field(default=0.1, gt=0, description="DPO temperature")
+    # KD: softmax temperature of both distributions; the KL term is scaled by T^2.
+    kd_temperature: float = Field(default=2.0, gt=0)
+    # KD: loss = alpha * T^2 * KL + (1 - alpha) * cross-entropy on the reference answer.
+    kd_alpha: float = Field(default=0.5, ge=0.0, le=1.0)
+    # KD: "forward" is KL(teacher || student) (mode covering), "reverse" KL(student || teacher).
+    kd_direction: Literal["forward", "reverse"] = "forward"
+    # KD: a separate teacher model directory (same tokenizer, e.g. a bigger model on a GPU);
+    # unset: the student's own base weights (adapter off), shown the solution in its prompt.
+    kd_teacher: Path | None = None
     lora_r: int = Field(default=8, ge=1)
     lora_alpha: int = Field(default=16, ge=1)
     lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)

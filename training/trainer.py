@@ -1,10 +1,11 @@
-"""The training job: fit a LoRA adapter to a student's mistakes with TRL (DPO or SFT) on CPU.
+"""The training job: fit a LoRA adapter to a student's mistakes with TRL (DPO, SFT or KD) on CPU.
 
 One call is one job: load the base model (plus, optionally, the parent version's adapter),
 train for a fixed number of optimizer steps, and write the adapter to ``out_dir`` atomically.
 Heavy imports (torch, transformers, TRL, PEFT) happen inside the functions so that importing
 this module stays cheap. Hyperparameters are ``teachloop.config.TrainingConfig``, the same
-model a config file's ``[training]`` fills.
+model a config file's ``[training]`` fills. KD (token-level distillation from the base model
+shown the solution) is in ``training/kd.py``.
 """
 
 from __future__ import annotations
@@ -33,13 +34,19 @@ ADAPTER_NAME = "default"  # PEFT's name for the trained adapter; TRL adds a froz
 
 
 class TrainingExample(BaseModel):
-    """One preference pair; SFT trains on ``prompt`` -> ``chosen`` and ignores ``rejected``."""
+    """One preference pair; SFT trains on ``prompt`` -> ``chosen`` and ignores ``rejected``.
+
+    KD distils ``chosen`` (the reference answer in the student's format) from a teacher that
+    reads ``teacher_prompt`` (the same question with the solution shown before it) instead of
+    ``prompt``; required for KD, ignored by DPO and SFT.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     prompt: str
     chosen: str
     rejected: str
+    teacher_prompt: str | None = None
 
 
 class StepLog(BaseModel):
@@ -90,6 +97,8 @@ def train_adapter(
         raise ValueError("no training examples: a training job needs at least one pair")
     _check_trl_args(config)
     base_model_dir, out_dir = Path(base_model_dir), Path(out_dir)
+    if config.method == "kd":
+        _check_kd(examples, config)
     if not (base_model_dir / "config.json").is_file():
         raise FileNotFoundError(f"not a model directory (no config.json): {base_model_dir}")
     if parent_adapter is not None:
@@ -275,6 +284,8 @@ def _build_trainer(
             peft_config=peft_config,
             callbacks=[recorder.as_callback()],
         )
+    if config.method == "kd":
+        return _build_kd_trainer(model, tokenizer, examples, config, peft_config, common, recorder)
     from trl import SFTTrainer
 
     data = Dataset.from_list([{"prompt": e.prompt, "completion": e.chosen} for e in examples])
@@ -287,6 +298,63 @@ def _build_trainer(
         peft_config=peft_config,
         callbacks=[recorder.as_callback()],
     )
+
+
+def _build_kd_trainer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[TrainingExample],
+    config: TrainingConfig,
+    peft_config: Any,
+    common: dict[str, Any],
+    recorder: _StepRecorder,
+) -> Trainer:
+    """SFT's trainer with the KD loss (``training/kd.py``), on pre-tokenized student/teacher
+    sequence pairs."""
+    from datasets import Dataset
+
+    from teachloop.training import kd
+
+    rows = [
+        kd.tokenize_kd_example(
+            tokenizer, e.prompt, e.chosen, str(e.teacher_prompt), config.max_length
+        )
+        for e in examples
+    ]
+    kept = [r for r in rows if r is not None]
+    if not kept:
+        raise ValueError(
+            f"kd: no example's answer fits in max_length={config.max_length} after its prompts"
+        )
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    teacher = kd.load_teacher(config.kd_teacher, tokenizer) if config.kd_teacher else None
+    return kd.make_kd_trainer_class()(
+        model=model,
+        args=_trl_args(common, config, completion_only_loss=True),
+        train_dataset=Dataset.from_list(kept),
+        data_collator=kd.KDCollator(pad_token_id=pad_id),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[recorder.as_callback()],
+        kd_temperature=config.kd_temperature,
+        kd_alpha=config.kd_alpha,
+        kd_direction=config.kd_direction,
+        teacher_model=teacher,
+    )
+
+
+def _check_kd(examples: list[TrainingExample], config: TrainingConfig) -> None:
+    """Refuse a KD job that cannot run, in one line, before a model is loaded."""
+    missing = [i for i, e in enumerate(examples) if e.teacher_prompt is None]
+    if missing:
+        raise ValueError(
+            f"kd needs a teacher_prompt on every example: {len(missing)} of {len(examples)} "
+            f"have none (first: example {missing[0]})"
+        )
+    if config.kd_teacher is not None and not (Path(config.kd_teacher) / "config.json").is_file():
+        raise FileNotFoundError(f"kd_teacher is not a model directory: {config.kd_teacher}")
 
 
 def _trl_config_class(method: str) -> type:
