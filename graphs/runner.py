@@ -164,8 +164,11 @@ class _Runner:
             )
         )
         done = self.store.finished_lessons(self.run_id)
+        counts = self.store.mastery_counts(self.run_id)
         self.mastery = MasteryModel.from_counts(
-            *self.store.mastery_counts(self.run_id), start_difficulty=cfg.lesson.start_difficulty
+            [t.model_dump() for t in counts.topics],
+            [s.model_dump() for s in counts.strategies],
+            start_difficulty=cfg.lesson.start_difficulty,
         )
         todo = [i for i in range(cfg.lessons) if lesson_id(self.run_id, i) not in done]
         status = "interrupted"
@@ -276,7 +279,7 @@ def _student_version(store: Store, config: RunConfig) -> ModelVersion:
     base = ModelVersion(version="base", method="base", base_model=config.student.model)
     if not config.student.follow_promoted:
         return base
-    return store.promoted_version(config.student.model) or base
+    return store.current_student(config.student.model)
 
 
 def _one_line(e: Exception) -> str:

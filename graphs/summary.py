@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from teachloop.agents.mastery import MasteryModel
-from teachloop.store.store import Store
+from teachloop.errors import StoreError
+from teachloop.store.interface import LogStore
+from teachloop.store.records import TopicAccuracy
 
 
 class TopicSummary(BaseModel):
@@ -87,7 +89,7 @@ class RunResult(BaseModel):
 
 
 def summarize(
-    store: Store,
+    store: LogStore,
     run_id: str,
     mastery: MasteryModel,
     topics: tuple[str, ...],
@@ -96,41 +98,36 @@ def summarize(
     lessons_resumed: int,
 ) -> RunResult:
     """The run's summary from the store's views (the same numbers SQL users see)."""
-    run = store.query(
-        """
-        SELECT status, lessons, lessons_failed, questions, first_try_accuracy,
-               after_reteach_accuracy, reteach_fix_rate AS reteach_success_rate,
-               prompt_tokens, completion_tokens
-        FROM run_summary WHERE run_id = $run
-        """,
-        {"run": run_id},
-    ).to_pylist()[0]
-    kinds = store.query(
-        "SELECT kind, count(*) AS n FROM messages WHERE run_id = $run GROUP BY kind",
-        {"run": run_id},
-    ).to_pylist()
-    per_topic = {
-        r["topic"]: r
-        for r in store.query(
-            "SELECT * FROM topic_accuracy WHERE run_id = $run", {"run": run_id}
-        ).to_pylist()
-    }
+    run = store.run_summary(run_id)
+    if run is None:
+        raise StoreError(f"run {run_id!r} is not in {store.path}")
+    per_topic = {t.topic: t for t in store.topic_accuracy(run_id)}
     return RunResult(
         run_id=run_id,
         db=store.path,
+        status=run.status,
+        lessons=run.lessons,
+        lessons_failed=run.lessons_failed,
         lessons_resumed=lessons_resumed,
+        questions=run.questions,
+        first_try_accuracy=run.first_try_accuracy,
+        after_reteach_accuracy=run.after_reteach_accuracy,
+        reteach_success_rate=run.reteach_fix_rate,
+        messages_by_kind=store.messages_by_kind(run_id),
+        prompt_tokens=run.prompt_tokens,
+        completion_tokens=run.completion_tokens,
         wall_time_s=wall_time_s,
-        messages_by_kind={k["kind"]: k["n"] for k in kinds},
-        topics=[
-            TopicSummary(
-                topic=t,
-                questions=per_topic.get(t, {}).get("questions", 0),
-                first_try_accuracy=per_topic.get(t, {}).get("first_try_accuracy"),
-                after_reteach_accuracy=per_topic.get(t, {}).get("after_reteach_accuracy"),
-                mastery=mastery.topic(t).estimate.mean,
-                difficulty=mastery.topic(t).difficulty,
-            )
-            for t in topics
-        ],
-        **run,
+        topics=[_topic_summary(t, per_topic.get(t), mastery) for t in topics],
+    )
+
+
+def _topic_summary(topic: str, row: TopicAccuracy | None, mastery: MasteryModel) -> TopicSummary:
+    state = mastery.topic(topic)
+    return TopicSummary(
+        topic=topic,
+        questions=row.questions if row else 0,
+        first_try_accuracy=row.first_try_accuracy if row else None,
+        after_reteach_accuracy=row.after_reteach_accuracy if row else None,
+        mastery=state.estimate.mean,
+        difficulty=state.difficulty,
     )

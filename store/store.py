@@ -1,89 +1,119 @@
 """The DuckDB store: one file, short write transactions, idempotent batched writes.
 
+The store owns its tables: everything that reads or writes them goes through a ``Store`` method
+and gets typed records back (``teachloop.records``, ``teachloop.store.records``). Users' own SQL
+over the tables and views (``query``, ``read_only_query``, ``teachloop sql``) is the exception.
+``teachloop.store.interface.LogStore`` is the interface another implementation provides.
+
 DuckDB lets one process hold a file open for writing, and while it does no other process can
 open it at all. So nothing holds a connection open: every write batch and every query opens,
 works and closes, retrying while another process holds the lock. A run's writer flushes whole
 lessons in batches, so a reader in another process gets in between flushes.
+
+``Store(path)`` creates the file or brings it to the current schema (migrations only ever add).
+``Store.open(path, read_only=True)`` opens an existing file for reading and never writes to it:
+not even a migration, so a file with an older schema is refused with the command that upgrades
+it (``teachloop migrate``).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from teachloop.errors import StoreError
 from teachloop.messages import Message, parse_message
-from teachloop.records import LessonLog, LessonRecord, ModelVersion, RunRecord
+from teachloop.records import LessonLog, LessonRecord, RunRecord
+from teachloop.store.pairs import PairBuilder
+from teachloop.store.records import (
+    MasteryCounts,
+    RunSummary,
+    StrategyCounts,
+    TopicAccuracy,
+    TopicCounts,
+)
+from teachloop.store.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    import pandas as pd  # only with the `train` extra: imported by `df` when called
 
 # (version, file in store/migrations/); the schema version is the last one applied.
 MIGRATIONS = [(1, "001_core.sql"), (2, "002_training.sql"), (3, "003_logged_at.sql")]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
-_LOCK_WAIT_S = 60.0
 _READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 # Tables whose rows belong to one run (exported per run); the rest are project-wide.
 RUN_TABLES = ("runs", "lessons", "messages", "mastery", "preference_pairs")
 ALL_TABLES = (*RUN_TABLES, "training_jobs", "model_versions", "evaluations")
 
 
-class Store:
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+class Store(ModelRegistry, PairBuilder):
+    def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False) -> None:
+        """``create``: make the file if needed and migrate it to the current schema.
+        ``create=False``: the file must exist; it is used as it is. ``read_only``: the file must
+        exist with the current schema, and nothing ever writes to it (see ``open``)."""
         self.path = Path(path)
-        if not create and not self.path.exists():
+        self.read_only = read_only
+        if (read_only or not create) and not self.path.exists():
             raise StoreError(f"database {self.path} does not exist")
-        if create:
+        if read_only:
+            self._check_readable()
+        elif create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._migrate()
+            self.migrate()
 
-    @contextmanager
-    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection; waits (with backoff) while another process holds the file."""
-        deadline = time.monotonic() + _LOCK_WAIT_S
-        delay = 0.01
-        while True:
-            try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
-                break
-            except (duckdb.IOException, duckdb.ConnectionException) as e:
-                # Busy: another process holds the lock, or (same message family, in-process)
-                # another thread's write connection is open and this one is read-only.
-                busy = any(s in str(e).lower() for s in ("lock", "different configuration"))
-                if not busy or time.monotonic() > deadline:
-                    raise StoreError(f"cannot open database {self.path}: {e}") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
-        try:
-            yield con
-        finally:
-            con.close()
+    @classmethod
+    def open(cls, path: str | Path, *, read_only: bool = False) -> Store:
+        """An existing store. Writable: migrated to the current schema first. ``read_only``:
+        never migrated and never written (every connection is read-only; a method that would
+        write raises); a file with an older schema is refused with the command that upgrades
+        it, one with a newer one with the advice to upgrade teachloop."""
+        if not read_only and not Path(path).exists():
+            raise StoreError(f"database {path} does not exist")
+        return cls(path, read_only=read_only)
 
     def schema_version(self) -> int:
         with self.connect(read_only=True) as con:
             return _schema_version(con)
 
-    def _migrate(self) -> None:
-        """Bring the file to SCHEMA_VERSION: apply the migrations it lacks, then the views.
-        A file written by a newer teachloop is refused rather than misread."""
+    def _check_readable(self) -> None:
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise self._newer(version)
+        if version == 0:
+            raise StoreError(f"{self.path} is not a teachloop database (no schema version)")
+        if version < SCHEMA_VERSION:
+            raise StoreError(
+                f"database {self.path} has schema version {version}, older than this "
+                f"teachloop's ({SCHEMA_VERSION}): upgrade it with `teachloop migrate --db "
+                f"{self.path}` (reading never changes the file)"
+            )
+
+    def _newer(self, version: int) -> StoreError:
+        return StoreError(
+            f"database {self.path} has schema version {version}, newer than this "
+            f"teachloop understands ({SCHEMA_VERSION}): upgrade teachloop"
+        )
+
+    def migrate(self) -> int:
+        """Bring the file to SCHEMA_VERSION: apply the migrations it lacks, then the views;
+        returns the version it had. A file written by a newer teachloop is refused rather than
+        misread."""
         if self.path.exists():
             version = self.schema_version()
             if version == SCHEMA_VERSION:
-                return
+                return version
             if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"database {self.path} has schema version {version}, newer than this "
-                    f"teachloop understands ({SCHEMA_VERSION}): upgrade teachloop"
-                )
+                raise self._newer(version)
         with self.connect() as con:
             version = _schema_version(con)  # again, under the write lock
             if version >= SCHEMA_VERSION:
-                return
+                return version
             con.execute("BEGIN")
             for number, script in MIGRATIONS:
                 if number > version:
@@ -94,6 +124,7 @@ class Store:
                 [str(SCHEMA_VERSION)],
             )
             con.execute("COMMIT")
+        return version
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -149,10 +180,6 @@ class Store:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def query(self, sql: str, params: list | dict | None = None) -> pa.Table:
-        with self.connect(read_only=True) as con:
-            return con.execute(sql, params or []).to_arrow_table()
-
     def read_only_query(self, sql: str) -> pa.Table:
         """Run a user's SQL, refusing anything but queries: the log is evidence, and the CLI
         must not be a way to change it (the connection is read-only as well)."""
@@ -176,7 +203,13 @@ class Store:
             raise StoreError(f"query failed: {str(e).splitlines()[0]}") from None
 
     def df(self, sql: str, params: list | dict | None = None) -> pd.DataFrame:
-        """Like ``query``, as a pandas DataFrame."""
+        """Like ``query``, as a pandas DataFrame (needs pandas: the `train` extra brings it)."""
+        try:
+            import pandas  # noqa: F401  (to_pandas imports it; fail with the fix instead)
+        except ImportError:
+            raise StoreError(
+                "Store.df needs pandas: pip install pandas (or teachloop[train])"
+            ) from None
         return self.query(sql, params).to_pandas()
 
     def lessons(
@@ -270,19 +303,6 @@ class Store:
             con.execute("COMMIT")
         return added
 
-    def model_versions(self) -> list[ModelVersion]:
-        rows = self.query("SELECT * FROM model_versions ORDER BY created_at, version").to_pylist()
-        return [ModelVersion.model_validate(r) for r in rows]
-
-    def promoted_version(self, base_model: str) -> ModelVersion | None:
-        """The most recently promoted version of ``base_model`` (lessons use it as the student)."""
-        rows = self.query(
-            "SELECT * FROM model_versions WHERE promoted AND base_model = ? "
-            "ORDER BY created_at DESC, version DESC LIMIT 1",
-            [base_model],
-        ).to_pylist()
-        return ModelVersion.model_validate(rows[0]) if rows else None
-
     def finished_lessons(self, run_id: str) -> set[str]:
         rows = self.query(
             "SELECT lesson_id FROM lessons WHERE run_id = ? AND status = 'complete'", [run_id]
@@ -296,7 +316,7 @@ class Store:
         )
         return [parse_message(p) for p in rows.column("payload").to_pylist()]
 
-    def mastery_counts(self, run_id: str) -> tuple[list[dict], list[dict]]:
+    def mastery_counts(self, run_id: str) -> MasteryCounts:
         """What the run's complete lessons showed, aggregated: per topic the first-try successes
         and failures and the latest difficulty; per (topic, strategy) the reteach outcomes.
         A resumed run rebuilds the teacher's estimate from this."""
@@ -334,7 +354,32 @@ class Store:
             """,
             {"run": run_id},
         ).to_pylist()
-        return topics, strategies
+        return MasteryCounts(
+            topics=[TopicCounts.model_validate(r) for r in topics],
+            strategies=[StrategyCounts.model_validate(r) for r in strategies],
+        )
+
+    # -- run summaries (the views' numbers, as SQL users see them) ---------------------------
+
+    def run_summary(self, run_id: str) -> RunSummary | None:
+        """The run's row of the ``run_summary`` view; None if the run is not in the store."""
+        rows = self.query("SELECT * FROM run_summary WHERE run_id = ?", [run_id]).to_pylist()
+        return RunSummary.model_validate(rows[0]) if rows else None
+
+    def topic_accuracy(self, run_id: str) -> list[TopicAccuracy]:
+        """The run's rows of the ``topic_accuracy`` view, by topic."""
+        rows = self.query(
+            "SELECT * FROM topic_accuracy WHERE run_id = ? ORDER BY topic", [run_id]
+        ).to_pylist()
+        return [TopicAccuracy.model_validate(r) for r in rows]
+
+    def messages_by_kind(self, run_id: str) -> dict[str, int]:
+        """How many messages of each kind (question, answer, ...) the run logged."""
+        rows = self.query(
+            "SELECT kind, count(*) AS n FROM messages WHERE run_id = ? GROUP BY kind ORDER BY kind",
+            [run_id],
+        ).to_pylist()
+        return {r["kind"]: r["n"] for r in rows}
 
 
 def _quote(path: Path) -> str:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,12 @@ from test_pairs import lesson
 from tiny_model import build_tiny_model
 
 from teachloop import RunConfig, Store, cli
-from teachloop.training.jobs import (
-    _eval_id,
-    current_student,
-    ensure_base,
-    evaluate_and_promote,
-    train,
-)
+from teachloop.agents.backends import LoraAdapter
+from teachloop.errors import TeachloopError
+from teachloop.records import ModelVersion
+from teachloop.store.records import EvaluationRow
+from teachloop.training import jobs
+from teachloop.training.jobs import _eval_id, evaluate_and_promote, train
 from teachloop.training.pairs import build_pairs, unused_pairs
 
 TESTS = Path(__file__).parent
@@ -62,23 +62,32 @@ def test_job_trains_a_version_and_consumes_the_pairs(tmp_path, tiny, method) -> 
     assert v is not None and (v.version, v.parent_version, v.method) == ("v0001", "base", method)
     assert (Path(v.adapter_path) / "adapter_config.json").is_file()
     assert unused_pairs(store) == []
-    row = store.query("SELECT status, log FROM training_jobs").to_pylist()[0]
-    log = json.loads(row["log"])
-    assert row["status"] == "complete" and [s["step"] for s in log] == [1, 2]
+    (job_row,) = store.training_jobs()
+    log = json.loads(job_row.log or "")
+    assert job_row.status == "complete" and [s["step"] for s in log] == [1, 2]
     if method == "dpo":
         assert all(s["reward_margin"] is not None for s in log)
     # nothing new: a second job (as cron would start it) does nothing
     again = train(config, progress=False)
     assert again.status == "nothing_to_do" and again.version is None
-    assert current_student(store, str(tiny)).version == "base"  # not promoted by training
+    assert store.current_student(str(tiny)).version == "base"  # not promoted by training
 
 
 def seed_eval(store: Store, config: RunConfig, version: str, correct: int) -> None:
-    with store.connect() as con:
-        con.execute(
-            "INSERT INTO evaluations VALUES (?, ?, 'arithmetic.addition', 4, ?, ?, 0, now())",
-            [_eval_id(version, config), version, correct, correct / 4],
-        )
+    store.write_evaluation(
+        [
+            EvaluationRow(
+                eval_id=_eval_id(version, config),
+                version=version,
+                topic="arithmetic.addition",
+                questions=4,
+                correct=correct,
+                accuracy=correct / 4,
+                seed=0,
+                created_at=datetime.now(UTC),
+            )
+        ]
+    )
 
 
 def test_gate_promotes_improvements_and_refuses_regressions(tmp_path, tiny) -> None:
@@ -89,7 +98,7 @@ def test_gate_promotes_improvements_and_refuses_regressions(tmp_path, tiny) -> N
     seed_eval(store, config, "v0001", 1)  # 25% vs 50%: beyond the 5% tolerance
     refused = evaluate_and_promote(config, "v0001")
     assert not refused.promoted and refused.regressed == ["arithmetic.addition", "overall"]
-    assert current_student(store, str(tiny)).version == "base"
+    assert store.current_student(str(tiny)).version == "base"
     store.write_lessons([lesson("L3", [("9", False), ("5", True)])])
     build_pairs(store)
     v2 = train(config, progress=False).version
@@ -98,16 +107,16 @@ def test_gate_promotes_improvements_and_refuses_regressions(tmp_path, tiny) -> N
     accepted = evaluate_and_promote(config, "v0002")
     assert accepted.promoted and accepted.incumbent == "base"
     assert accepted.incumbent_result.accuracy == 0.5 and accepted.result.accuracy == 0.75
-    assert current_student(store, str(tiny)).version == "v0002"
+    assert store.current_student(str(tiny)).version == "v0002"
 
     # `teachloop promote` by hand: back to base (a rollback), then forward to v0001
     assert cli.main(["promote", "--db", str(config.db), "base"]) == 0
-    assert current_student(store, str(tiny)).version == "base"
+    assert store.current_student(str(tiny)).version == "base"
     promoted = {v.version for v in store.model_versions() if v.promoted}
     assert promoted == {"base"}  # later versions lost their promotion, and stay on disk
     assert Path(v2.adapter_path or "").is_dir()
     assert cli.main(["promote", "--db", str(config.db), "v0001"]) == 0
-    assert current_student(store, str(tiny)).version == "v0001"
+    assert store.current_student(str(tiny)).version == "v0001"
     assert cli.main(["promote", "--db", str(config.db), "v0009"]) == 2  # unknown: one line
 
 
@@ -117,8 +126,9 @@ def test_real_evaluation_is_stored_and_reused(tmp_path, tiny) -> None:
     gate = evaluate_and_promote(config, "v0001", promote=False)
     assert gate.result.questions == 4 and gate.incumbent_result.questions == 4
     store = Store(config.db)
-    rows = store.query("SELECT version, questions FROM evaluations ORDER BY version").to_pylist()
-    assert rows == [{"version": "base", "questions": 4}, {"version": "v0001", "questions": 4}]
+    for version in ("base", "v0001"):
+        (row,) = store.evaluation(_eval_id(version, config))
+        assert (row.version, row.questions) == (version, 4)
     started = time.perf_counter()
     evaluate_and_promote(config, "v0001", promote=False)
     assert time.perf_counter() - started < 2.0  # read from the store, not re-generated
@@ -133,7 +143,7 @@ def test_killed_job_leaves_state_consistent_and_a_rerun_succeeds(tmp_path, tiny)
         "[training]\nsteps = 400\nbatch_size = 2\n"
     )
     store = Store(config.db)
-    ensure_base(store, str(tiny))
+    store.ensure_base(str(tiny))
     child = subprocess.Popen(
         [
             sys.executable,
@@ -153,22 +163,21 @@ def test_killed_job_leaves_state_consistent_and_a_rerun_succeeds(tmp_path, tiny)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        rows = store.query("SELECT status FROM training_jobs").to_pylist()
-        if rows and rows[0]["status"] == "running":
+        started = store.training_jobs()
+        if started and started[0].status == "running":
             time.sleep(3)  # well into training
             break
     child.send_signal(signal.SIGKILL)
     child.wait()
-    assert store.query("SELECT status FROM training_jobs").to_pylist() == [{"status": "running"}]
+    assert [j.status for j in store.training_jobs()] == ["running"]
     assert [v.version for v in store.model_versions()] == ["base"]
     assert len(unused_pairs(store)) == 2  # the watermark of consumed pairs did not move
-    assert current_student(store, str(tiny)).version == "base"
+    assert store.current_student(str(tiny)).version == "base"
     rerun = train(config.with_overrides(training={"steps": 2, "batch_size": 2}), progress=False)
     assert rerun.status == "complete" and rerun.version.version == "v0001"
-    jobs = store.query("SELECT status, error FROM training_jobs ORDER BY started_at").to_pylist()
-    assert jobs == [
-        {"status": "failed", "error": "interrupted"},
-        {"status": "complete", "error": None},
+    assert [(j.status, j.error) for j in store.training_jobs()] == [
+        ("failed", "interrupted"),
+        ("complete", None),
     ]
 
 
@@ -204,7 +213,7 @@ def test_a_served_student_is_evaluated_on_its_server_with_the_adapter_hot_loaded
     models = [r["model"] for r in server.requests]
     assert sorted(set(models)) == sorted({str(tiny), "v0001"}) and len(models) == 8
     assert gate.result.accuracy == 1.0 and gate.incumbent_result.accuracy == 0.0
-    assert gate.promoted and current_student(store, str(tiny)).version == "v0001"
+    assert gate.promoted and store.current_student(str(tiny)).version == "v0001"
 
 
 def test_the_gate_promoting_an_older_version_makes_it_the_student(tmp_path, tiny) -> None:
@@ -220,7 +229,40 @@ def test_the_gate_promoting_an_older_version_makes_it_the_student(tmp_path, tiny
     seed_eval(store, config, "v0002", 2)
     seed_eval(store, config, "v0001", 3)
     assert evaluate_and_promote(config, "v0002").promoted
-    assert current_student(store, str(tiny)).version == "v0002"
+    assert store.current_student(str(tiny)).version == "v0002"
     gate = evaluate_and_promote(config, "v0001")
     assert gate.promoted and gate.incumbent == "v0002"
-    assert current_student(store, str(tiny)).version == "v0001"
+    assert store.current_student(str(tiny)).version == "v0001"
+
+
+def test_the_eval_backend_is_built_as_lessons_build_it(tmp_path, tiny, monkeypatch) -> None:
+    """`build_backend(config, "student", adapter)`, as for lessons; endpoints teachloop does not
+    manage cannot load adapters, so there the version is evaluated in-process; a version of
+    another base model is refused in one line."""
+    built: list[tuple[str, str, LoraAdapter | None]] = []
+
+    def fake_build(config: RunConfig, role: str, adapter: LoraAdapter | None = None) -> str:
+        built.append((config.student.backend, role, adapter))
+        return "backend"
+
+    monkeypatch.setattr(jobs, "build_backend", fake_build)
+    v1 = ModelVersion(
+        version="v0001", method="dpo", base_model=str(tiny), adapter_path=str(tmp_path / "a")
+    )
+    base = ModelVersion(version="base", method="base", base_model=str(tiny))
+    in_process = RunConfig.validated({"db": tmp_path / "x.duckdb", "student": {"model": str(tiny)}})
+    assert jobs._eval_backend(in_process, v1) == "backend"
+    assert jobs._eval_backend(in_process, base) == "backend"
+    adapter = LoraAdapter(name="v0001", path=tmp_path / "a")
+    assert built == [("transformers", "student", adapter), ("transformers", "student", None)]
+
+    endpoint = {"url": "http://127.0.0.1:9/v1", "model": str(tiny)}
+    remote = in_process.with_overrides(
+        student={"model": str(tiny), "backend": "openai", "endpoints": [endpoint]}
+    )
+    jobs._eval_backend(remote, v1)
+    assert built[-1] == ("transformers", "student", adapter)
+
+    other = v1.model_copy(update={"base_model": "other-model"})
+    with pytest.raises(TeachloopError, match=r"^version v0001 is of other-model, but the config"):
+        jobs._eval_backend(in_process, other)

@@ -1,10 +1,10 @@
 """Training jobs, held-out evaluation with a promotion gate, and the periodic loop.
 
-State lives in the store, and every change of state is one transaction, so a job killed at any
-point leaves the log consistent: a version row, the consumed pairs and the job's completion are
-written together after the adapter is on disk; promotion is a single update after evaluation.
-A rerun starts over cleanly (a stale 'running' job is marked failed; its adapter directory, if
-one was left, is replaced).
+State lives in the store (its model registry: ``teachloop.store.registry``), and every change of
+state is one transaction, so a job killed at any point leaves the log consistent: a version row,
+the consumed pairs and the job's completion are written together after the adapter is on disk;
+promotion is a single update after evaluation. A rerun starts over cleanly (a stale 'running'
+job is marked failed; its adapter directory, if one was left, is replaced).
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ from teachloop.config import RunConfig
 from teachloop.domains import heldout_problems
 from teachloop.errors import TeachloopError
 from teachloop.records import ModelVersion
+from teachloop.store.interface import LogStore
+from teachloop.store.records import EvaluationRow, TrainingJob
+from teachloop.store.registry import BASE_VERSION
 from teachloop.store.store import Store
 from teachloop.training.evaluate import EvalResult, TopicScore, evaluate, regressed
-from teachloop.training.pairs import unused_pairs
 from teachloop.training.trainer import StepLog, TrainingExample, train_adapter
 
-BASE = "base"
+BASE = BASE_VERSION
 
 
 class JobResult(BaseModel):
@@ -63,48 +65,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def ensure_base(store: Store, base_model: str) -> None:
-    """The base model is version 'base', promoted from the start."""
-    with store.connect() as con:
-        con.execute(
-            "INSERT OR IGNORE INTO model_versions (version, method, base_model, promoted, "
-            "created_at) VALUES (?, 'base', ?, true, ?)",
-            [BASE, base_model, _now()],
-        )
-
-
-def get_version(store: Store, version: str) -> ModelVersion:
-    found = [v for v in store.model_versions() if v.version == version]
-    if not found:
-        known = ", ".join(v.version for v in store.model_versions()) or "none"
-        raise TeachloopError(f"model version {version!r} is not in {store.path} (known: {known})")
-    return found[0]
-
-
-def current_student(store: Store, base_model: str) -> ModelVersion:
-    ensure_base(store, base_model)
-    return store.promoted_version(base_model) or get_version(store, BASE)
-
-
-def promote(store: Store, version: str) -> ModelVersion:
+def promote(store: LogStore, version: str) -> ModelVersion:
     """Make ``version`` the student lessons use, also to roll back: versions of the same base
     model created after it lose their promotion (they stay on disk and can be promoted again)."""
-    target = get_version(store, version)
-    with store.connect() as con:
-        con.execute(
-            "UPDATE model_versions SET promoted = (version = ?) "
-            "WHERE base_model = ? AND (version = ? OR created_at > ?)",
-            [version, target.base_model, version, target.created_at],
-        )
-    return get_version(store, version)
-
-
-_make_student = promote  # for evaluate_and_promote, whose `promote` flag hides the name
-
-
-def _next_version(store: Store) -> str:
-    n = store.query("SELECT count(*) AS n FROM model_versions WHERE method <> 'base'")
-    return f"v{n.to_pylist()[0]['n'] + 1:04d}"
+    return store.promote(version)
 
 
 def _base_dir(base_model: str) -> Path:
@@ -125,17 +89,12 @@ def train(
     started = time.perf_counter()
     store = Store(config.db)
     base_model = config.student.model
+    store.ensure_base(base_model)
     parent = (
-        get_version(store, from_version) if from_version else current_student(store, base_model)
+        store.model_version(from_version) if from_version else store.current_student(base_model)
     )
-    ensure_base(store, base_model)
-    with store.connect() as con:  # a job left 'running' was killed: say so
-        con.execute(
-            "UPDATE training_jobs SET status = 'failed', error = 'interrupted', finished_at = ? "
-            "WHERE status = 'running'",
-            [_now()],
-        )
-    pairs = unused_pairs(store)
+    store.fail_interrupted_jobs()  # a job left 'running' was killed: say so
+    pairs = store.unused_pairs()
     if not pairs:
         return JobResult(
             job_id=None,
@@ -146,23 +105,21 @@ def train(
     if method is not None:
         train_config = train_config.model_copy(update={"method": method})
     job_id = f"job-{_now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-    version = _next_version(store)
+    version = store.next_version_name()
     out_dir = (train_config.adapters or config.db.parent / "adapters") / version
     if out_dir.exists():  # left by a job killed after saving, before recording: not a version
         shutil.rmtree(out_dir)
-    with store.connect() as con:
-        con.execute(
-            "INSERT INTO training_jobs (job_id, method, from_version, status, pairs, config, "
-            "started_at) VALUES (?, ?, ?, 'running', ?, ?, ?)",
-            [
-                job_id,
-                train_config.method,
-                parent.version,
-                len(pairs),
-                train_config.model_dump_json(),
-                _now(),
-            ],
+    store.start_job(
+        TrainingJob(
+            job_id=job_id,
+            method=train_config.method,
+            from_version=parent.version,
+            status="running",
+            pairs=len(pairs),
+            config=train_config.model_dump_json(),
+            started_at=_now(),
         )
+    )
     log: list[StepLog] = []
     try:
         result = train_adapter(
@@ -175,17 +132,8 @@ def train(
             on_step=log.append,
         )
     except BaseException as e:
-        with store.connect() as con:
-            con.execute(
-                "UPDATE training_jobs SET status = 'failed', error = ?, finished_at = ?, "
-                "log = ? WHERE job_id = ?",
-                [
-                    f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__,
-                    _now(),
-                    _log_json(log),
-                    job_id,
-                ],
-            )
+        error = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
+        store.fail_job(job_id, error, _log_json(log))
         raise
     last = result.log[-1] if result.log else None
     metrics = {
@@ -205,35 +153,8 @@ def train(
         watermark=max(p.created_at for p in pairs),
         metrics=json.dumps(metrics),
     )
-    with store.connect() as con:  # the version, the consumed pairs and the job: all or nothing
-        con.execute("BEGIN")
-        con.execute(
-            "INSERT INTO model_versions BY NAME SELECT * FROM (SELECT ?::VARCHAR AS version, "
-            "?::VARCHAR AS parent_version, ?::VARCHAR AS method, ?::VARCHAR AS adapter_path, "
-            "?::VARCHAR AS base_model, ?::VARCHAR AS job_id, ?::TIMESTAMPTZ AS watermark, "
-            "false AS promoted, ?::JSON AS metrics, ?::TIMESTAMPTZ AS created_at)",
-            [
-                record.version,
-                record.parent_version,
-                record.method,
-                record.adapter_path,
-                record.base_model,
-                record.job_id,
-                record.watermark,
-                record.metrics,
-                record.created_at,
-            ],
-        )
-        con.execute(
-            "UPDATE preference_pairs SET job_id = ? WHERE pair_id IN (SELECT unnest(?))",
-            [job_id, [p.pair_id for p in pairs]],
-        )
-        con.execute(
-            "UPDATE training_jobs SET status = 'complete', finished_at = ?, log = ? "
-            "WHERE job_id = ?",
-            [_now(), _log_json(result.log), job_id],
-        )
-        con.execute("COMMIT")
+    # the version, the consumed pairs and the job: all or nothing
+    store.complete_job(job_id, record, [p.pair_id for p in pairs], _log_json(result.log))
     return JobResult(
         job_id=job_id,
         status="complete",
@@ -263,16 +184,15 @@ def _eval_id(version: str, config: RunConfig) -> str:
     return f"{version}:{digest}"
 
 
-def evaluate_version(config: RunConfig, version: str, *, store: Store | None = None) -> EvalResult:
+def evaluate_version(
+    config: RunConfig, version: str, *, store: LogStore | None = None
+) -> EvalResult:
     """Accuracy per topic of a model version on the held-out set (cached in `evaluations`)."""
     store = store or Store(config.db)
-    ensure_base(store, config.student.model)
-    model = get_version(store, version)
+    store.ensure_base(config.student.model)
+    model = store.model_version(version)
     eval_id = _eval_id(version, config)
-    rows = store.query(
-        "SELECT * FROM evaluations WHERE eval_id = ? ORDER BY topic", [eval_id]
-    ).to_pylist()
-    if rows:
+    if rows := store.evaluation(eval_id):
         return _result_from_rows(version, config.eval.seed, rows)
     from teachloop.graphs.runner import build_domains
 
@@ -296,44 +216,45 @@ def evaluate_version(config: RunConfig, version: str, *, store: Store | None = N
 
     result = asyncio.run(run())
     now = _now()
-    with store.connect() as con:
-        con.executemany(
-            "INSERT OR IGNORE INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                [eval_id, version, t.topic, t.questions, t.correct, t.accuracy, result.seed, now]
-                for t in result.topics
-            ],
-        )
+    store.write_evaluation(
+        [
+            EvaluationRow(
+                eval_id=eval_id,
+                version=version,
+                topic=t.topic,
+                questions=t.questions,
+                correct=t.correct,
+                accuracy=t.accuracy,
+                seed=result.seed,
+                created_at=now,
+            )
+            for t in result.topics
+        ]
+    )
     return result
 
 
 def _eval_backend(config: RunConfig, model: ModelVersion) -> Backend:
-    """Where teachloop's vLLM servers serve the student, a version is evaluated there, its
-    adapter hot-loaded as lessons would load it: no second copy of the model in memory, and
-    batched. Otherwise (in-process, or endpoints that cannot load adapters) in-process."""
-    if config.student.backend == "vllm":
-        if model.base_model != config.student.model:
-            raise TeachloopError(
-                f"version {model.version} is of {model.base_model}, but the config's servers "
-                f"serve the student {config.student.model}: use a config for that model"
-            )
-        return build_backend(config, "student", LoraAdapter.of(model))
-    from teachloop.agents.backends.transformers_backend import TransformersBackend
-
-    return TransformersBackend(
-        _base_dir(model.base_model),
-        dtype=config.student.dtype,
-        max_batch_size=config.student.max_batch_size,
-        adapter_dir=model.adapter_path,
-        name=f"{model.base_model}@{model.version}",
-    )
-
-
-def _result_from_rows(version: str, seed: int, rows: list[dict]) -> EvalResult:
-    topics = [
-        TopicScore(
-            topic=r["topic"], questions=r["questions"], correct=r["correct"], accuracy=r["accuracy"]
+    """The student's backend with the version's adapter, built as lessons build it. On
+    teachloop's vLLM servers the adapter is hot-loaded: no second copy of the model in memory,
+    and batched. Endpoints teachloop does not manage cannot load adapters, so there the version
+    is evaluated in-process (the base model too, so both are measured alike)."""
+    student = config.student
+    if model.base_model != student.model:
+        where = "servers serve the student" if student.backend == "vllm" else "student is"
+        raise TeachloopError(
+            f"version {model.version} is of {model.base_model}, but the config's {where} "
+            f"{student.model}: use a config for that model"
         )
+    if student.backend == "openai":
+        in_process = student.model_dump() | {"backend": "transformers", "endpoints": ()}
+        config = config.with_overrides(student=in_process)
+    return build_backend(config, "student", LoraAdapter.of(model))
+
+
+def _result_from_rows(version: str, seed: int, rows: list[EvaluationRow]) -> EvalResult:
+    topics = [
+        TopicScore(topic=r.topic, questions=r.questions, correct=r.correct, accuracy=r.accuracy)
         for r in rows
     ]
     return EvalResult.from_scores(version, seed, topics)
@@ -343,7 +264,8 @@ def evaluate_and_promote(config: RunConfig, version: str, *, promote: bool = Tru
     """Evaluate ``version`` and the promoted incumbent on the same held-out set; promote the
     candidate unless some topic (or the overall accuracy) drops beyond the tolerance."""
     store = Store(config.db)
-    incumbent = current_student(store, config.student.model)
+    store.ensure_base(config.student.model)
+    incumbent = store.current_student(config.student.model)
     result = evaluate_version(config, version, store=store)
     incumbent_result = (
         result
@@ -353,7 +275,7 @@ def evaluate_and_promote(config: RunConfig, version: str, *, promote: bool = Tru
     dropped = regressed(result, incumbent_result, config.eval.tolerance)
     do_promote = promote and not dropped and incumbent.version != version
     if do_promote:  # as by hand: it becomes the student even if a newer version was
-        _make_student(store, version)
+        store.promote(version)
     return GateDecision(
         version=version,
         result=result,

@@ -1,0 +1,120 @@
+"""Preference pairs from the log, built in SQL.
+
+For each question a student got wrong on the first try:
+  prompt   = the prompt the student saw for that first answer (no reteach in it),
+  rejected = that wrong first answer,
+  chosen   = its own later answer, if the verifier accepted it   (rule ``self_corrected``),
+             else the reference answer in the student's format   (rule ``reference``).
+Pairs are deduplicated (id = hash of prompt, chosen, rejected), pairs whose chosen and rejected
+answers normalise to the same value are dropped, and each keeps its provenance (message ids).
+Building is incremental: a watermark over ``lessons.logged_at`` records what was consumed.
+A training job consumes pairs (``ModelRegistry.complete_job`` sets their ``job_id``).
+"""
+
+from __future__ import annotations
+
+from teachloop.store.base import DuckDBFile
+from teachloop.store.records import PairBuild, PreferencePair
+
+WATERMARK_KEY = "pairs_watermark"
+RULES = ("self_corrected", "reference")
+
+_BUILD = """
+WITH fresh AS (
+    SELECT lesson_id FROM lessons
+    WHERE status = 'complete' AND logged_at > $watermark AND logged_at <= $upto),
+answers AS (
+    SELECT a.run_id, a.lesson_id, a.question_id, a.topic, a.attempt, a.message_id, a.text,
+           a.final_answer, a.payload ->> '$.prompt' AS prompt, c.correct
+    FROM messages a
+    JOIN messages c
+      ON c.question_id = a.question_id AND c.kind = 'critique' AND c.attempt = a.attempt
+    WHERE a.kind = 'answer' AND a.lesson_id IN (SELECT lesson_id FROM fresh)),
+corrected AS (
+    SELECT question_id, arg_min(message_id, attempt) AS message_id,
+           arg_min(text, attempt) AS text, arg_min(final_answer, attempt) AS final_answer
+    FROM answers WHERE attempt > 0 AND correct GROUP BY question_id),
+candidates AS (
+    SELECT w.run_id, w.lesson_id, w.question_id, w.topic, w.prompt,
+           ' ' || coalesce(c.text, q.payload ->> '$.reference_answer') AS chosen,
+           ' ' || w.text AS rejected,
+           coalesce(c.final_answer, q.payload ->> '$.reference_answer') AS chosen_answer,
+           w.final_answer AS rejected_answer,
+           CASE WHEN c.message_id IS NULL THEN 'reference' ELSE 'self_corrected' END AS rule,
+           list_filter([w.question_id, w.message_id, c.message_id], x -> x IS NOT NULL)
+               AS source_ids
+    FROM answers w
+    JOIN messages q ON q.message_id = w.question_id
+    LEFT JOIN corrected c ON c.question_id = w.question_id
+    WHERE w.attempt = 0 AND NOT w.correct)
+INSERT OR IGNORE INTO preference_pairs BY NAME
+SELECT md5(prompt || chr(0) || chosen || chr(0) || rejected) AS pair_id,
+       run_id, lesson_id, question_id, topic, prompt, chosen, rejected, rule, source_ids,
+       NULL AS job_id, now() AS created_at
+FROM candidates
+-- drop pairs whose answers normalise to the same value ("8" vs "8.0", a judge's flip-flop)
+WHERE NOT coalesce(
+        try_cast(rejected_answer AS DOUBLE) = try_cast(chosen_answer AS DOUBLE),
+        lower(trim(rejected_answer)) = lower(trim(chosen_answer)),
+        false)
+  AND trim(chosen) <> trim(rejected)
+QUALIFY row_number() OVER (PARTITION BY pair_id ORDER BY lesson_id, question_id) = 1
+"""
+
+
+class PairBuilder(DuckDBFile):
+    def build_pairs(self) -> PairBuild:
+        """Turn the lessons logged since the last build into preference pairs, in one
+        transaction (pairs and the moved watermark commit together, or neither does)."""
+        with self.connect() as con:
+            con.execute("BEGIN")
+            row = con.execute(
+                "SELECT value FROM teachloop_meta WHERE key = ?", [WATERMARK_KEY]
+            ).fetchone()
+            watermark = row[0] if row else "-infinity"
+            upto = con.execute("SELECT max(logged_at)::VARCHAR FROM lessons").fetchone()[0]
+            lessons = 0
+            if upto is not None:
+                params = {"watermark": watermark, "upto": upto}
+                lessons = con.execute(
+                    "SELECT count(*) FROM lessons WHERE status = 'complete' "
+                    "AND logged_at > $watermark::TIMESTAMPTZ AND logged_at <= $upto::TIMESTAMPTZ",
+                    params,
+                ).fetchone()[0]
+                before = dict(
+                    con.execute(
+                        "SELECT rule, count(*) FROM preference_pairs GROUP BY rule"
+                    ).fetchall()
+                )
+                con.execute(
+                    _BUILD.replace("$watermark", "$watermark::TIMESTAMPTZ").replace(
+                        "$upto", "$upto::TIMESTAMPTZ"
+                    ),
+                    params,
+                )
+                after = dict(
+                    con.execute(
+                        "SELECT rule, count(*) FROM preference_pairs GROUP BY rule"
+                    ).fetchall()
+                )
+                con.execute(
+                    "INSERT OR REPLACE INTO teachloop_meta VALUES (?, ?)", [WATERMARK_KEY, upto]
+                )
+            else:
+                before = after = {}
+            unused = con.execute(
+                "SELECT count(*) FROM preference_pairs WHERE job_id IS NULL"
+            ).fetchone()[0]
+            con.execute("COMMIT")
+        return PairBuild(
+            lessons=lessons,
+            added={rule: after.get(rule, 0) - before.get(rule, 0) for rule in RULES},
+            unused=unused,
+        )
+
+    def unused_pairs(self) -> list[PreferencePair]:
+        """Pairs no completed training job has consumed yet, oldest first."""
+        rows = self.query(
+            "SELECT * FROM preference_pairs WHERE job_id IS NULL ORDER BY created_at, pair_id"
+        ).to_pylist()
+        return [PreferencePair.model_validate(r) for r in rows]
