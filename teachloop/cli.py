@@ -86,14 +86,16 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def _open_existing(db: Path) -> Store:
+def _open_existing(db: Path, *, read_only: bool = False) -> Store:
+    """An existing log. ``read_only`` for the commands that only read it: nothing writes to the
+    file, not even a schema migration (an older file is refused with the upgrade command)."""
     if not db.exists():
         raise InputFileError(f"database {db} does not exist")
-    return Store(db)
+    return Store.open(db, read_only=read_only)
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
-    table = _open_existing(args.db).read_only_query(args.query)
+    table = _open_existing(args.db, read_only=True).read_only_query(args.query)
     _print_table(table, args.format, args.out)
     return 0
 
@@ -101,7 +103,7 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from teachloop.store.replay import render_transcript
 
-    messages = _open_existing(args.db).transcript(args.lesson_id)
+    messages = _open_existing(args.db, read_only=True).transcript(args.lesson_id)
     if not messages:
         raise InputFileError(f"lesson {args.lesson_id!r} is not in {args.db}")
     print(render_transcript(messages, args.format))
@@ -109,7 +111,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_lessons(args: argparse.Namespace) -> int:
-    store = _open_existing(args.db)
+    store = _open_existing(args.db, read_only=True)
     lessons = store.lessons(run_id=args.run, topic=args.topic, status=args.status)
     table = (
         pa.Table.from_pylist(
@@ -136,7 +138,7 @@ def _cmd_lessons(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    counts = _open_existing(args.db).export_run(args.run, args.out)
+    counts = _open_existing(args.db, read_only=True).export_run(args.run, args.out)
     print(
         f"exported run {args.run} to {args.out}: "
         + ", ".join(f"{n} {t}" for t, n in counts.items())
@@ -290,8 +292,21 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from teachloop.training.report import write_report
 
-    path = write_report(_open_existing(args.db), args.out)
+    path = write_report(_open_existing(args.db, read_only=True), args.out)
     print(f"report: {path}")
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    if not args.db.exists():
+        raise InputFileError(f"database {args.db} does not exist")
+    store = Store(args.db, create=False)  # as it is, so the version it had can be reported
+    before = store.migrate()
+    now = store.schema_version()
+    if before == now:
+        print(f"{args.db} is at schema version {now}: nothing to do")
+    else:
+        print(f"upgraded {args.db} from schema version {before} to {now}")
     return 0
 
 
@@ -389,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--db", type=Path, required=True)
     report.add_argument("--out", type=Path, required=True)
     report.set_defaults(func=_cmd_report)
+
+    migrate = sub.add_parser(
+        "migrate", help="upgrade a log written by an older teachloop (read-only commands refuse it)"
+    )
+    migrate.add_argument("--db", type=Path, required=True)
+    migrate.set_defaults(func=_cmd_migrate)
     return parser
 
 

@@ -1,6 +1,7 @@
 """The store as users meet it: schema, views, read-only SQL, replay, export/merge, and reading
 while another process writes."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -282,3 +283,131 @@ def test_reader_in_the_same_process_waits_for_a_write_batch(tmp_path) -> None:
     writer.join()
     assert rows == [{"value": "written"}]
     assert time.monotonic() - started >= 0.25, "the read waited for the write to close"
+
+
+# -- opening a log to read it never writes to it ------------------------------------------------
+
+
+def _fingerprint(path: Path) -> tuple[str, int, list[str]]:
+    """The file's bytes and mtime, and the files beside it (a .wal would be a write)."""
+    siblings = sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name))
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns, siblings
+
+
+def _old_schema_db(path: Path) -> Path:
+    """A log written by teachloop at schema version 2 (before lessons.logged_at)."""
+    from importlib.resources import files
+
+    con = duckdb.connect(str(path))
+    for script in ("001_core.sql", "002_training.sql"):
+        con.execute(files("teachloop.store").joinpath(f"migrations/{script}").read_text())
+    con.execute("INSERT INTO teachloop_meta VALUES ('schema_version', '2')")
+    con.execute("""INSERT INTO runs VALUES ('old', now(), NULL, 'complete', 1, 't', 's', '{}')""")
+    con.close()
+    return path
+
+
+def _read_only_commands(db: Path, out: Path) -> dict[str, list[str]]:
+    return {
+        "sql": ["sql", "--db", str(db), "SELECT count(*) AS n FROM runs"],
+        "replay": ["replay", "--db", str(db), "old-L00000"],
+        "lessons": ["lessons", "--db", str(db)],
+        "report": ["report", "--db", str(db), "--out", str(out / "report")],
+        "export": ["export", "--db", str(db), "--run", "old", "--out", str(out / "export")],
+    }
+
+
+@pytest.mark.parametrize("command", ["sql", "replay", "lessons", "report", "export"])
+def test_read_only_commands_refuse_an_older_schema_and_leave_the_file_alone(
+    tmp_path, capsys, command
+) -> None:
+    from teachloop import cli
+
+    db = _old_schema_db(tmp_path / "old.duckdb")
+    before = _fingerprint(db)
+    assert cli.main(_read_only_commands(db, tmp_path)[command]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "has schema version 2, older than this teachloop's" in err
+    assert f"upgrade it with `teachloop migrate --db {db}`" in err
+    assert _fingerprint(db) == before
+
+
+def test_read_only_commands_leave_a_current_log_alone(logged, tmp_path, capsys) -> None:
+    from teachloop import cli
+
+    store, _ = logged
+    lesson = store.lessons()[0].lesson_id
+    before = _fingerprint(store.path)
+    for name, argv in _read_only_commands(store.path, tmp_path).items():
+        if name == "replay":
+            argv = [*argv[:-1], lesson]
+        if name == "export":
+            argv[argv.index("old")] = "test-run"
+        assert cli.main(argv) == 0, (name, capsys.readouterr().err)
+        assert _fingerprint(store.path) == before, name
+    out = capsys.readouterr().out
+    assert "exported run test-run" in out and "report:" in out
+
+
+def test_migrate_command_upgrades_an_older_log(tmp_path, capsys) -> None:
+    from teachloop import cli
+
+    db = _old_schema_db(tmp_path / "old.duckdb")
+    assert cli.main(["migrate", "--db", str(db)]) == 0
+    assert f"upgraded {db} from schema version 2 to {SCHEMA_VERSION}" in capsys.readouterr().out
+    assert Store.open(db, read_only=True).schema_version() == SCHEMA_VERSION
+    assert cli.main(["migrate", "--db", str(db)]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert cli.main(["sql", "--db", str(db), "SELECT run_id FROM run_summary"]) == 0
+    assert cli.main(["migrate", "--db", str(tmp_path / "missing.duckdb")]) == 2
+
+
+def test_read_only_open_refuses_newer_and_foreign_files(tmp_path) -> None:
+    db = tmp_path / "future.duckdb"
+    Store(db)
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE teachloop_meta SET value = '99' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(StoreError, match="schema version 99, newer than this teachloop"):
+        Store.open(db, read_only=True)
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).close()
+    before = _fingerprint(other)
+    with pytest.raises(StoreError, match="not a teachloop database"):
+        Store.open(other, read_only=True)
+    assert _fingerprint(other) == before
+
+
+def test_the_cli_reads_logs_without_pandas(tmp_path) -> None:
+    """`pip install teachloop` brings no pandas (only the `train` extra does): the CLI must start
+    and query without it, and Store.df must say what to install."""
+    script = """
+import sys
+sys.modules["pandas"] = None  # `import pandas` now raises ImportError
+from teachloop import cli
+from teachloop.errors import StoreError
+from teachloop.store.store import Store
+
+db = sys.argv[1]
+Store(db)
+assert cli.main(["sql", "--db", db, "SELECT 41 + 1 AS answer", "--format", "json"]) == 0
+try:
+    Store(db).df("SELECT 1")
+except StoreError as e:
+    print("df:", e)
+try:
+    cli.main(["--help"])
+except SystemExit as e:
+    assert e.code == 0
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "log.duckdb")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"answer": 42' in done.stdout
+    assert "df: Store.df needs pandas: pip install pandas" in done.stdout
+    assert "usage: teachloop" in done.stdout
