@@ -1,19 +1,49 @@
 """The teacher's model of the student: a Beta posterior of first-try success per topic, a
 difficulty staircase per topic, and a Beta posterior of reteach success per (topic, strategy).
 
-Choices use Thompson sampling: the topic whose *sampled* success rate is lowest is asked next,
-so the weakest topic is targeted while uncertain topics still get explored (none starves). The
-strategy whose sampled success rate is highest is used to re-teach. All updates return new
-objects: the lesson graph's state stays immutable between checkpoints.
+By default choices use Thompson sampling: the topic whose *sampled* success rate is lowest is
+asked next, so the weakest topic is targeted while uncertain topics still get explored (none
+starves); the strategy whose sampled success rate is highest is used to re-teach. Other policies
+(uniform, weakest, round robin; a fixed strategy; a fixed difficulty) exist to ablate targeting.
+All updates return new objects: the lesson graph's state stays immutable between checkpoints.
+A run shares one ``LiveEstimate`` between its lessons in flight.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from teachloop.messages import Strategy
+
+TopicPolicy = Literal["thompson", "uniform", "weakest", "round_robin"]
+
+
+class _TopicCounts(Protocol):
+    topic: str
+    successes: float
+    failures: float
+    difficulty: int | None
+
+
+class _StrategyCounts(Protocol):
+    topic: str
+    strategy: str
+    successes: float
+    failures: float
+
+
+class Counts(Protocol):
+    """Aggregated outcomes, as ``Store.mastery_counts`` returns them."""
+
+    @property
+    def topics(self) -> Sequence[_TopicCounts]: ...
+
+    @property
+    def strategies(self) -> Sequence[_StrategyCounts]: ...
 
 
 class BetaEstimate(BaseModel):
@@ -63,13 +93,33 @@ class MasteryModel(BaseModel):
     def all_mastered(self, topics: tuple[str, ...], target: float) -> bool:
         return all(self.is_mastered(t, target) for t in topics)
 
-    def pick_topic(self, topics: tuple[str, ...], target: float, rng: random.Random) -> str:
-        """The topic with the lowest sampled success rate, among those not yet mastered."""
+    def pick_topic(
+        self,
+        topics: tuple[str, ...],
+        target: float,
+        rng: random.Random,
+        policy: TopicPolicy = "thompson",
+    ) -> str:
+        """The next topic. ``thompson``: the lowest sampled success rate among topics not yet
+        mastered; ``weakest``: the lowest posterior mean among those (ties at random);
+        ``uniform``: any topic, evenly; ``round_robin``: topics in turn, by questions so far."""
+        if policy == "uniform":
+            return rng.choice(topics)
+        if policy == "round_robin":
+            asked = sum(self.topic(t).estimate.observations for t in topics)
+            return topics[asked % len(topics)]
         open_topics = [t for t in topics if not self.is_mastered(t, target)] or list(topics)
+        if policy == "weakest":
+            return min(open_topics, key=lambda t: (self.topic(t).estimate.mean, rng.random()))
         return min(open_topics, key=lambda t: self.topic(t).estimate.sample(rng))
 
-    def pick_strategy(self, topic: str, rng: random.Random) -> Strategy:
-        """The strategy with the highest sampled success rate after reteach on this topic."""
+    def pick_strategy(self, topic: str, rng: random.Random, policy: str = "thompson") -> Strategy:
+        """How to re-teach. ``thompson``: the highest sampled success rate after reteach on this
+        topic; ``uniform``: any strategy, evenly; ``fixed:<name>``: always that one."""
+        if policy.startswith("fixed:"):
+            return Strategy(policy.removeprefix("fixed:"))
+        if policy == "uniform":
+            return rng.choice(list(Strategy))
         stats = self.strategies.get(topic, {})
         return max(Strategy, key=lambda s: stats.get(s, BetaEstimate()).sample(rng))
 
@@ -89,52 +139,45 @@ class MasteryModel(BaseModel):
         stats[strategy] = stats.get(strategy, BetaEstimate()).updated(success)
         return self.model_copy(update={"strategies": {**self.strategies, topic: stats}})
 
-    def absorbed(self, start: MasteryModel, end: MasteryModel) -> MasteryModel:
-        """Add what one lesson learned (its ``end`` minus its ``start``) to this estimate.
-        Beta counts are additive, so lessons that ran concurrently merge without loss."""
-        topics = dict(self.topics)
-        for name, final in end.topics.items():
-            before = start.topic(name).estimate
-            gained = (final.estimate.alpha - before.alpha, final.estimate.beta - before.beta)
-            if gained != (0, 0):
-                cur = self.topic(name).estimate
-                topics[name] = TopicState(
-                    estimate=BetaEstimate(alpha=cur.alpha + gained[0], beta=cur.beta + gained[1]),
-                    difficulty=final.difficulty,
-                )
-        strategies = {t: dict(s) for t, s in self.strategies.items()}
-        for name, stats in end.strategies.items():
-            for strategy, final_est in stats.items():
-                before = start.strategies.get(name, {}).get(strategy, BetaEstimate())
-                cur = strategies.setdefault(name, {}).get(strategy, BetaEstimate())
-                strategies[name][strategy] = BetaEstimate(
-                    alpha=cur.alpha + final_est.alpha - before.alpha,
-                    beta=cur.beta + final_est.beta - before.beta,
-                )
-        return self.model_copy(update={"topics": topics, "strategies": strategies})
-
     @classmethod
-    def from_counts(
-        cls, topics: list[dict], strategies: list[dict], start_difficulty: int = 1
-    ) -> MasteryModel:
+    def from_counts(cls, counts: Counts, start_difficulty: int = 1) -> MasteryModel:
         """Rebuild an estimate from aggregated outcomes (``Store.mastery_counts``)."""
         return cls(
             start_difficulty=start_difficulty,
             topics={
-                r["topic"]: TopicState(
-                    estimate=BetaEstimate(alpha=1 + r["successes"], beta=1 + r["failures"]),
-                    difficulty=r["difficulty"] or start_difficulty,
+                r.topic: TopicState(
+                    estimate=BetaEstimate(alpha=1 + r.successes, beta=1 + r.failures),
+                    difficulty=r.difficulty or start_difficulty,
                 )
-                for r in topics
+                for r in counts.topics
             },
             strategies={
                 t: {
-                    Strategy(r["strategy"]): BetaEstimate(
-                        alpha=1 + r["successes"], beta=1 + r["failures"]
-                    )
-                    for r in strategies
-                    if r["topic"] == t
+                    Strategy(r.strategy): BetaEstimate(alpha=1 + r.successes, beta=1 + r.failures)
+                    for r in counts.strategies
+                    if r.topic == t
                 }
-                for t in {r["topic"] for r in strategies}
+                for t in {r.topic for r in counts.strategies}
             },
         )
+
+
+class LiveEstimate:
+    """The run's estimate of the student, shared by every lesson in flight: each judged question
+    updates it at once, and every choice anywhere in the run reads it, so lessons started
+    together still target what earlier questions showed. Lessons are tasks on one event loop
+    and each update is one synchronous call, so no lock is needed."""
+
+    def __init__(self, model: MasteryModel) -> None:
+        self.model = model
+
+    def record(
+        self, topic: str, correct: bool, reteach: tuple[Strategy, bool] | None = None
+    ) -> MasteryModel:
+        """Add a question's first-try outcome (and, if it was re-taught, the strategy and
+        whether the last attempt was right); returns the updated estimate."""
+        model = self.model.record_answer(topic, correct)
+        if reteach is not None:
+            model = model.record_reteach(topic, *reteach)
+        self.model = model
+        return model

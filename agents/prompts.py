@@ -47,21 +47,24 @@ _STRATEGY_EXAMPLES = {
         "Hint:",
     ),
     "worked_example": (
-        "Explain the method in one sentence; a worked example follows.",
+        "Explain the method in one sentence, without the final answer; a worked example follows.",
         "Question: What is 36 + 47?\nExplanation: Add the ones, carry the ten, then add the tens.",
         "Explanation:",
     ),
     "step_by_step": (
-        "Explain the steps one at a time.",
-        "Question: What is 36 + 47?\nSteps: First 6 + 7 = 13, write 3 carry 1. "
-        "Then 3 + 4 + 1 = 8. So the result has 8 tens and 3 ones.",
+        "Explain the steps one at a time, and stop before the final result: the student "
+        "finishes it.",
+        "Question: What is 36 + 47?\nSteps: First add the ones: 6 + 7 = 13, write 3 and "
+        "carry 1. Then add the tens and the carry, and put the two digits together.",
         "Steps:",
     ),
 }
 
 
 def reteach_prompt(strategy: str, question: str, solution: str, got: str | None) -> str:
-    """The teacher writes the reteach with privileged access to the reference solution."""
+    """The teacher writes the reteach with privileged access to the reference solution; the
+    examples teach the method and leave the final answer to the student (a reteach that states
+    it is flagged ``leaked``: copying it is not learning)."""
     instruction, example, cue = _STRATEGY_EXAMPLES[strategy]
     return (
         f"A teacher helps a student who got a question wrong. {instruction}\n\n{example}\n\n"

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from teachloop.agents.backends.base import Backend, GenerationRequest
 from teachloop.agents.mastery import MasteryModel
 from teachloop.agents.prompts import feedback_prompt, judge_prompt, reteach_prompt
+from teachloop.answers import numbers_in, parse_number
+from teachloop.config import LessonConfig
 from teachloop.domains import DomainSet, Problem, Verdict
 from teachloop.errors import ConfigError
 from teachloop.messages import (
@@ -54,8 +56,10 @@ class Teacher:
         max_tokens: int = 48,
         temperature: float = 0.0,
         reserved: frozenset[str] = frozenset(),
+        policy: LessonConfig = LessonConfig(),  # noqa: B008 (frozen)
     ) -> None:
         self.backend = backend
+        self.policy = policy
         self.domains = domains
         # Held-out evaluation questions: never asked in a lesson, so never trained on.
         self.reserved = reserved
@@ -63,10 +67,17 @@ class Teacher:
         self.temperature = temperature
 
     def choose(
-        self, mastery: MasteryModel, topics: tuple[str, ...], target: float, rng: random.Random
+        self, estimate: MasteryModel, topics: tuple[str, ...], rng: random.Random
     ) -> tuple[str, int]:
-        topic = mastery.pick_topic(topics, target, rng)
-        return topic, mastery.topic(topic).difficulty
+        """The next question's topic and difficulty, by the lesson policies."""
+        policy = self.policy
+        topic = estimate.pick_topic(topics, policy.mastery_target, rng, policy.topic_policy)
+        if policy.difficulty_policy == "fixed":
+            return topic, policy.start_difficulty
+        return topic, estimate.topic(topic).difficulty
+
+    def pick_strategy(self, estimate: MasteryModel, topic: str, rng: random.Random) -> Strategy:
+        return estimate.pick_strategy(topic, rng, self.policy.strategy_policy)
 
     def make_problem(self, topic: str, difficulty: int, rng: random.Random) -> Problem:
         domain = self.domains.domain_for(topic)
@@ -80,9 +91,18 @@ class Teacher:
         )
 
     def ask(
-        self, problem: Problem, *, run_id: str, lesson_id: str, turn: int, index: int
+        self,
+        problem: Problem,
+        *,
+        run_id: str,
+        lesson_id: str,
+        turn: int,
+        index: int,
+        chosen_from: MasteryModel | None = None,
     ) -> Question:
+        basis = chosen_from.topics if chosen_from else {}
         return Question(
+            chosen_from={t: (s.estimate.alpha, s.estimate.beta) for t, s in basis.items()},
             message_id=message_id(lesson_id, turn),
             run_id=run_id,
             lesson_id=lesson_id,
@@ -151,6 +171,7 @@ class Teacher:
             worked = f"Question: {similar.question}\n{similar.solution}"
         text = "\n".join(p for p in (explanation, worked) if p)
         return Reteach(
+            leaked=self.gives_away(problem, explanation),
             message_id=message_id(question.lesson_id, turn),
             run_id=question.run_id,
             lesson_id=question.lesson_id,
@@ -162,6 +183,22 @@ class Teacher:
             strategy=strategy,
             explanation=explanation or problem.hint,
             worked_example=worked,
+        )
+
+    def gives_away(self, problem: Problem, text: str) -> bool:
+        """Whether ``text`` states the reference answer. A numeric answer: some number in the
+        text that the domain's verifier accepts, other than the question's own numbers
+        (restating the question gives nothing away). Any other answer: its words, normalised,
+        appear in the text."""
+        if parse_number(problem.answer) is None:
+            reference = " ".join(problem.answer.lower().split())
+            return reference in " ".join(text.lower().split())
+        domain = self.domains.domain_for(problem.topic)
+        own = set(numbers_in(problem.question))
+        return any(
+            (verdict := domain.verify(problem, n)) is not None and verdict.correct
+            for n in numbers_in(text)
+            if n not in own
         )
 
     async def _generate(

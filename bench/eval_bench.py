@@ -18,8 +18,7 @@ from pathlib import Path
 from teachloop import RunConfig
 from teachloop.agents.backends import Backend, build_backend
 from teachloop.agents.serving import ServerSet
-from teachloop.domains import heldout_problems
-from teachloop.graphs.runner import build_domains
+from teachloop.domains import build_domains, heldout_problems
 from teachloop.training.evaluate import EvalResult, evaluate
 
 TOPICS = ["arithmetic.addition", "arithmetic.multiplication", "units.length"]

@@ -18,8 +18,7 @@ from teachloop import RunConfig, Store, run_lessons
 from teachloop.agents.backends.transformers_backend import TransformersBackend
 from teachloop.agents.embedded import prepare_embedded_model
 from teachloop.config import TrainingConfig
-from teachloop.domains import heldout_problems
-from teachloop.graphs.runner import build_domains
+from teachloop.domains import build_domains, heldout_problems
 from teachloop.training.evaluate import EvalResult, evaluate
 from teachloop.training.pairs import build_pairs, unused_pairs
 from teachloop.training.trainer import TrainingExample, train_adapter

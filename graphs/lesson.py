@@ -4,15 +4,18 @@
                             ^                |                   +-> END (budget spent / mastered)
                             +--- reteach <---+ (wrong, reteaches left)
 
-Every node is deterministic given the state (random choices are seeded by lesson and turn), so a
-lesson resumed from its last checkpoint continues exactly as it would have.
+Random choices are seeded by lesson and turn. Topic and strategy choices read the run's live
+estimate (``LessonAgents.estimate``, shared by every lesson in flight and updated after each
+judged question), so they depend on what other lessons have shown so far; a checkpoint holds each
+step's result, so a lesson resumed from its last checkpoint continues from the choices it made,
+and each question records the estimate it was chosen from (``Question.chosen_from``).
 """
 
 from __future__ import annotations
 
 import operator
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Literal, TypedDict, TypeVar
 
@@ -20,7 +23,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from teachloop.agents.mastery import BetaEstimate, MasteryModel, TopicState
+from teachloop.agents.mastery import BetaEstimate, LiveEstimate, MasteryModel, TopicState
 from teachloop.agents.student import Student
 from teachloop.agents.teacher import Teacher
 from teachloop.config import LessonConfig
@@ -45,8 +48,7 @@ class LessonState(TypedDict):
     lesson_id: str
     lesson_index: int
     started_at: datetime
-    start_mastery: MasteryModel  # the run's estimate when the lesson began
-    mastery: MasteryModel
+    mastery: MasteryModel  # the live estimate as this lesson's last choice or update saw it
     messages: Annotated[list[AnyMessage], operator.add]
     snapshots: Annotated[list[MasterySnapshot], operator.add]
     topic: str
@@ -59,16 +61,13 @@ class LessonState(TypedDict):
     end_reason: EndReason | None
 
 
-def initial_state(
-    run_id: str, lesson_id: str, lesson_index: int, mastery: MasteryModel, now: datetime
-) -> LessonState:
+def initial_state(run_id: str, lesson_id: str, lesson_index: int, now: datetime) -> LessonState:
     return LessonState(
         run_id=run_id,
         lesson_id=lesson_id,
         lesson_index=lesson_index,
         started_at=now,
-        start_mastery=mastery,
-        mastery=mastery,
+        mastery=MasteryModel(),
         messages=[],
         snapshots=[],
         topic="",
@@ -87,6 +86,8 @@ class LessonAgents:
     topics: tuple[str, ...]
     lesson: LessonConfig
     seed: int
+    # The run's estimate, shared by its lessons; a graph of its own starts from the prior.
+    estimate: LiveEstimate = field(default_factory=lambda: LiveEstimate(MasteryModel()))
 
 
 def _rng(agents: LessonAgents, state: LessonState) -> random.Random:
@@ -103,10 +104,9 @@ def build_lesson_graph(
     teacher, student, cfg = agents.teacher, agents.student, agents.lesson
 
     def pick_topic(state: LessonState) -> dict:
-        topic, difficulty = teacher.choose(
-            state["mastery"], agents.topics, cfg.mastery_target, _rng(agents, state)
-        )
-        return {"topic": topic, "difficulty": difficulty, "attempt": 0}
+        estimate = agents.estimate.model
+        topic, difficulty = teacher.choose(estimate, agents.topics, _rng(agents, state))
+        return {"topic": topic, "difficulty": difficulty, "attempt": 0, "mastery": estimate}
 
     def ask(state: LessonState) -> dict:
         problem = teacher.make_problem(state["topic"], state["difficulty"], _rng(agents, state))
@@ -116,6 +116,7 @@ def build_lesson_graph(
             lesson_id=state["lesson_id"],
             turn=len(state["messages"]),
             index=state["questions_asked"],
+            chosen_from=state["mastery"],
         )
         return {"problem": problem, "messages": [question]}
 
@@ -137,7 +138,7 @@ def build_lesson_graph(
         messages = state["messages"]
         assert state["problem"] is not None
         rng = _rng(agents, state)
-        strategy = state["mastery"].pick_strategy(state["topic"], rng)
+        strategy = teacher.pick_strategy(agents.estimate.model, state["topic"], rng)
         lesson = await teacher.reteach(
             state["problem"],
             _last(messages, Question),
@@ -155,10 +156,10 @@ def build_lesson_graph(
             for m in state["messages"]
             if isinstance(m, Critique) and m.question_id == question.message_id
         ]
-        mastery = state["mastery"].record_answer(question.topic, critiques[0].correct)
+        reteach = None
         if state["attempt"] > 0:  # a reteach happened: did it work?
-            used = _last(state["messages"], Reteach).strategy
-            mastery = mastery.record_reteach(question.topic, used, critiques[-1].correct)
+            reteach = (_last(state["messages"], Reteach).strategy, critiques[-1].correct)
+        mastery = agents.estimate.record(question.topic, critiques[0].correct, reteach)
         topic_state = mastery.topic(question.topic)
         snapshot = MasterySnapshot(
             run_id=state["run_id"],

@@ -24,7 +24,7 @@ from teachloop.agents.mastery import MasteryModel
 from teachloop.agents.student import Student
 from teachloop.agents.teacher import Teacher
 from teachloop.config import RunConfig
-from teachloop.domains import DomainSet, builtin_domains, heldout_questions, load_bank
+from teachloop.domains import DomainSet, build_domains, heldout_questions
 from teachloop.errors import BackendUnavailable
 from teachloop.graphs.lesson import (
     CHECKPOINT_TYPES,
@@ -34,7 +34,6 @@ from teachloop.graphs.lesson import (
     initial_state,
 )
 from teachloop.graphs.summary import RunResult, summarize
-from teachloop.messages import Critique
 from teachloop.records import (
     EndReason,
     LessonLog,
@@ -54,13 +53,6 @@ def checkpoint_path(db: Path) -> Path:
 
 def lesson_id(run_id: str, index: int) -> str:
     return f"{run_id}-L{index:05d}"
-
-
-def build_domains(config: RunConfig) -> DomainSet:
-    domains = DomainSet([*builtin_domains().values(), *(load_bank(p) for p in config.banks)])
-    for topic in config.topics:
-        domains.domain_for(topic)  # fail before any model loads if a topic is unknown
-    return domains
 
 
 def run_lessons(
@@ -127,6 +119,7 @@ class _Runner:
     ) -> None:
         self.config = config
         self.student_version = student_version
+        self.student_model = f"{config.student.model}@{student_version.version}"
         self.run_id = run_id
         self.store = store
         self.agents = LessonAgents(
@@ -138,6 +131,7 @@ class _Runner:
                 reserved=heldout_questions(
                     domains, config.topics, config.eval.per_topic, config.eval.seed
                 ),
+                policy=config.lesson,
             ),
             student=Student(
                 student_backend,
@@ -159,16 +153,16 @@ class _Runner:
                 run_id=self.run_id,
                 lessons_planned=cfg.lessons,
                 teacher_model=cfg.teacher.model,
-                student_model=f"{cfg.student.model}@{self.student_version.version}",
+                student_model=self.student_model,
                 config=cfg.model_dump_json(),
             )
         )
         done = self.store.finished_lessons(self.run_id)
-        counts = self.store.mastery_counts(self.run_id)
-        self.mastery = MasteryModel.from_counts(
-            [t.model_dump() for t in counts.topics],
-            [s.model_dump() for s in counts.strategies],
-            start_difficulty=cfg.lesson.start_difficulty,
+        # What this student showed before: this run's finished lessons (a resume), earlier
+        # rounds of the same version, earlier versions at a discount.
+        counts = self.store.mastery_counts(self.student_model, decay=cfg.lesson.carry_decay)
+        self.agents.estimate.model = MasteryModel.from_counts(
+            counts, start_difficulty=cfg.lesson.start_difficulty
         )
         todo = [i for i in range(cfg.lessons) if lesson_id(self.run_id, i) not in done]
         status = "interrupted"
@@ -205,7 +199,7 @@ class _Runner:
         return summarize(
             self.store,
             self.run_id,
-            self.mastery,
+            self.agents.estimate.model,
             cfg.topics,
             wall_time_s=time.perf_counter() - started,
             lessons_resumed=len(done),
@@ -218,7 +212,7 @@ class _Runner:
         error: str | None = None
         try:
             if not snapshot.values:
-                start = initial_state(self.run_id, lid, index, self.mastery, datetime.now(UTC))
+                start = initial_state(self.run_id, lid, index, datetime.now(UTC))
                 await graph.ainvoke(start, thread)
             elif snapshot.tasks:
                 # Interrupted mid-lesson: continue from the checkpoint. `tasks`, not `next`: a
@@ -235,8 +229,6 @@ class _Runner:
             error = _one_line(e)
             self.failed.append(lid)
         state: LessonState = (await graph.aget_state(thread)).values
-        if error is None:
-            self.mastery = self.mastery.absorbed(state["start_mastery"], state["mastery"])
         self.pending.append(_lesson_log(state, error))
 
     async def _log_unfinished(
@@ -289,10 +281,6 @@ def _one_line(e: Exception) -> str:
 def _lesson_log(
     state: LessonState, error: str | None, status: LessonStatus | None = None
 ) -> LessonLog:
-    messages = state["messages"]
-    critiques = [m for m in messages if isinstance(m, Critique)]
-    first = {c.question_id: c.correct for c in critiques if c.attempt == 0}
-    final = {c.question_id: c.correct for c in critiques}  # later attempts overwrite
     if status is None:
         status = LessonStatus.failed if error else LessonStatus.complete
     if status is LessonStatus.interrupted:
@@ -307,14 +295,10 @@ def _lesson_log(
         lesson_index=state["lesson_index"],
         status=status,
         end_reason=end_reason,
-        # A failed lesson may stop before judging its last question: count judged ones.
-        questions=len(first),
-        correct_first=sum(first.values()),
-        correct_after_reteach=sum(final.values()) - sum(first.values()),
         error=error,
         started_at=state["started_at"],
     )
-    return LessonLog(lesson=record, messages=messages, mastery=state["snapshots"])
+    return LessonLog(lesson=record, messages=state["messages"], mastery=state["snapshots"])
 
 
 class _NoProgress:

@@ -17,6 +17,15 @@ import pyarrow as pa
 
 from teachloop.messages import Message
 from teachloop.records import LessonLog, LessonRecord, ModelVersion, RunRecord
+from teachloop.store.experiments import (
+    ArmAccuracy,
+    ArmResult,
+    Discordance,
+    ExperimentRecord,
+    QuestionOutcome,
+    TopicShare,
+)
+from teachloop.store.pairs import TRAINED_RULES
 from teachloop.store.records import (
     EvaluationRow,
     MasteryCounts,
@@ -58,7 +67,12 @@ class LogStore(Protocol):
 
     def transcripts(self, run_id: str) -> Iterator[tuple[LessonRecord, list[Message]]]: ...
 
-    def mastery_counts(self, run_id: str) -> MasteryCounts: ...
+    def mastery_counts(self, student_model: str, *, decay: float = 0.5) -> MasteryCounts:
+        """Outcomes of complete lessons of runs with this student ("<model>@<version>"); other
+        versions of the same model weighted by ``decay``."""
+        ...
+
+    def teacher_tokens(self, run_id: str) -> int: ...
 
     def run_summary(self, run_id: str) -> RunSummary | None: ...
 
@@ -84,7 +98,11 @@ class LogStore(Protocol):
         """Pairs from the lessons logged since the last build (pairs and watermark together)."""
         ...
 
-    def unused_pairs(self) -> list[PreferencePair]: ...
+    def unused_pairs(self, rules: Sequence[str] = TRAINED_RULES) -> list[PreferencePair]: ...
+
+    def run_pairs(self, run_id: str, rules: Sequence[str] = TRAINED_RULES) -> list[PreferencePair]:
+        """One run's pairs, built as ``build_pairs`` would, recorded nowhere."""
+        ...
 
     # -- model versions, training jobs, evaluations ---------------------------------------------
 
@@ -123,3 +141,19 @@ class LogStore(Protocol):
     def evaluation(self, eval_id: str) -> list[EvaluationRow]: ...
 
     def write_evaluation(self, rows: Sequence[EvaluationRow]) -> None: ...
+
+    # -- experiments ----------------------------------------------------------------------------
+
+    def write_experiment(self, record: ExperimentRecord, seeds: Sequence[int]) -> None: ...
+
+    def experiments(self) -> list[str]: ...
+
+    def write_arm_result(self, result: ArmResult, outcomes: Sequence[QuestionOutcome]) -> None: ...
+
+    def arm_results(self, experiment: str) -> list[ArmResult]: ...
+
+    def experiment_accuracy(self, experiment: str) -> list[ArmAccuracy]: ...
+
+    def discordance(self, experiment: str, against: Sequence[str]) -> list[Discordance]: ...
+
+    def targeting(self, experiment: str) -> list[TopicShare]: ...

@@ -3,7 +3,8 @@
 For each question a student got wrong on the first try:
   prompt   = the prompt the student saw for that first answer (no reteach in it),
   rejected = that wrong first answer,
-  chosen   = its own later answer, if the verifier accepted it   (rule ``self_corrected``),
+  chosen   = its own later answer, if the verifier accepted it   (rule ``self_corrected``;
+             ``self_corrected_leaked`` if the reteach before it stated the answer),
              else the reference answer in the student's format   (rule ``reference``).
 Pairs are deduplicated (id = hash of prompt, chosen, rejected), pairs whose chosen and rejected
 answers normalise to the same value are dropped, and each keeps its provenance (message ids).
@@ -13,53 +14,85 @@ A training job consumes pairs (``ModelRegistry.complete_job`` sets their ``job_i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from teachloop.store.base import DuckDBFile
 from teachloop.store.records import PairBuild, PreferencePair
 
 WATERMARK_KEY = "pairs_watermark"
-RULES = ("self_corrected", "reference")
+RULES = ("self_corrected", "reference", "self_corrected_leaked")
+# A right answer after a reteach that stated the reference answer may be copied, not learned:
+# such pairs are built and tagged, and training leaves them out unless asked.
+TRAINED_RULES = ("self_corrected", "reference")
 
-_BUILD = """
-WITH fresh AS (
-    SELECT lesson_id FROM lessons
-    WHERE status = 'complete' AND logged_at > $watermark AND logged_at <= $upto),
+# The pairs of the lessons in `scope` (a CTE the caller defines before these).
+_PAIRS = """
 answers AS (
     SELECT a.run_id, a.lesson_id, a.question_id, a.topic, a.attempt, a.message_id, a.text,
            a.final_answer, a.payload ->> '$.prompt' AS prompt, c.correct
     FROM messages a
     JOIN messages c
       ON c.question_id = a.question_id AND c.kind = 'critique' AND c.attempt = a.attempt
-    WHERE a.kind = 'answer' AND a.lesson_id IN (SELECT lesson_id FROM fresh)),
+    WHERE a.kind = 'answer' AND a.lesson_id IN (SELECT lesson_id FROM scope)),
 corrected AS (
-    SELECT question_id, arg_min(message_id, attempt) AS message_id,
+    SELECT question_id, min(attempt) AS attempt, arg_min(message_id, attempt) AS message_id,
            arg_min(text, attempt) AS text, arg_min(final_answer, attempt) AS final_answer
     FROM answers WHERE attempt > 0 AND correct GROUP BY question_id),
+reteaches AS (
+    SELECT question_id, attempt, coalesce((payload ->> '$.leaked')::BOOLEAN, false) AS leaked
+    FROM messages WHERE kind = 'reteach' AND lesson_id IN (SELECT lesson_id FROM scope)),
 candidates AS (
     SELECT w.run_id, w.lesson_id, w.question_id, w.topic, w.prompt,
            ' ' || coalesce(c.text, q.payload ->> '$.reference_answer') AS chosen,
            ' ' || w.text AS rejected,
            coalesce(c.final_answer, q.payload ->> '$.reference_answer') AS chosen_answer,
            w.final_answer AS rejected_answer,
-           CASE WHEN c.message_id IS NULL THEN 'reference' ELSE 'self_corrected' END AS rule,
+           CASE WHEN c.message_id IS NULL THEN 'reference'
+                WHEN r.leaked THEN 'self_corrected_leaked'
+                ELSE 'self_corrected' END AS rule,
            list_filter([w.question_id, w.message_id, c.message_id], x -> x IS NOT NULL)
                AS source_ids
     FROM answers w
     JOIN messages q ON q.message_id = w.question_id
     LEFT JOIN corrected c ON c.question_id = w.question_id
-    WHERE w.attempt = 0 AND NOT w.correct)
-INSERT OR IGNORE INTO preference_pairs BY NAME
-SELECT md5(prompt || chr(0) || chosen || chr(0) || rejected) AS pair_id,
-       run_id, lesson_id, question_id, topic, prompt, chosen, rejected, rule, source_ids,
-       NULL AS job_id, now() AS created_at
-FROM candidates
--- drop pairs whose answers normalise to the same value ("8" vs "8.0", a judge's flip-flop)
-WHERE NOT coalesce(
-        try_cast(rejected_answer AS DOUBLE) = try_cast(chosen_answer AS DOUBLE),
-        lower(trim(rejected_answer)) = lower(trim(chosen_answer)),
-        false)
-  AND trim(chosen) <> trim(rejected)
-QUALIFY row_number() OVER (PARTITION BY pair_id ORDER BY lesson_id, question_id) = 1
+    LEFT JOIN reteaches r ON r.question_id = c.question_id AND r.attempt = c.attempt
+    WHERE w.attempt = 0 AND NOT w.correct),
+pairs AS (
+    SELECT md5(prompt || chr(0) || chosen || chr(0) || rejected) AS pair_id,
+           run_id, lesson_id, question_id, topic, prompt, chosen, rejected, rule, source_ids,
+           NULL::VARCHAR AS job_id, now() AS created_at
+    FROM candidates
+    -- drop pairs whose answers normalise to the same value ("8" vs "8.0", a judge's flip-flop)
+    WHERE NOT coalesce(
+            try_cast(rejected_answer AS DOUBLE) = try_cast(chosen_answer AS DOUBLE),
+            lower(trim(rejected_answer)) = lower(trim(chosen_answer)),
+            false)
+      AND trim(chosen) <> trim(rejected)
+    QUALIFY row_number() OVER (PARTITION BY pair_id ORDER BY lesson_id, question_id) = 1)
 """
+
+_BUILD = (
+    """
+WITH scope AS (
+    SELECT lesson_id FROM lessons
+    WHERE status = 'complete' AND logged_at > $watermark::TIMESTAMPTZ
+      AND logged_at <= $upto::TIMESTAMPTZ),
+"""
+    + _PAIRS
+    + "INSERT OR IGNORE INTO preference_pairs BY NAME SELECT * FROM pairs"
+)
+
+_OF_RUN = (
+    """
+WITH scope AS (SELECT lesson_id FROM lessons WHERE run_id = $run AND status = 'complete'),
+"""
+    + _PAIRS
+    + """
+SELECT p.* FROM pairs p JOIN lessons l USING (lesson_id)
+WHERE p.rule IN (SELECT unnest($rules))
+ORDER BY l.lesson_index, p.question_id
+"""
+)
 
 
 class PairBuilder(DuckDBFile):
@@ -86,12 +119,7 @@ class PairBuilder(DuckDBFile):
                         "SELECT rule, count(*) FROM preference_pairs GROUP BY rule"
                     ).fetchall()
                 )
-                con.execute(
-                    _BUILD.replace("$watermark", "$watermark::TIMESTAMPTZ").replace(
-                        "$upto", "$upto::TIMESTAMPTZ"
-                    ),
-                    params,
-                )
+                con.execute(_BUILD, params)
                 after = dict(
                     con.execute(
                         "SELECT rule, count(*) FROM preference_pairs GROUP BY rule"
@@ -112,9 +140,18 @@ class PairBuilder(DuckDBFile):
             unused=unused,
         )
 
-    def unused_pairs(self) -> list[PreferencePair]:
-        """Pairs no completed training job has consumed yet, oldest first."""
+    def unused_pairs(self, rules: Sequence[str] = TRAINED_RULES) -> list[PreferencePair]:
+        """Pairs of these rules no completed training job has consumed yet, oldest first."""
         rows = self.query(
-            "SELECT * FROM preference_pairs WHERE job_id IS NULL ORDER BY created_at, pair_id"
+            "SELECT * FROM preference_pairs WHERE job_id IS NULL AND rule IN (SELECT unnest(?)) "
+            "ORDER BY created_at, pair_id",
+            [list(rules)],
         ).to_pylist()
+        return [PreferencePair.model_validate(r) for r in rows]
+
+    def run_pairs(self, run_id: str, rules: Sequence[str] = TRAINED_RULES) -> list[PreferencePair]:
+        """The pairs one run's complete lessons give, in lesson order, built exactly as
+        ``build_pairs`` builds them but not recorded (no watermark moves, nothing is
+        consumed): experiments train on one run's data without touching the training queue."""
+        rows = self.query(_OF_RUN, {"run": run_id, "rules": list(rules)}).to_pylist()
         return [PreferencePair.model_validate(r) for r in rows]

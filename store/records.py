@@ -37,6 +37,8 @@ class RunSummary(_Row):
     first_try_accuracy: float | None
     after_reteach_accuracy: float | None
     reteach_fix_rate: float | None  # of first-try misses, the share fixed by reteaching
+    after_reteach_accuracy_no_leaks: float | None  # no credit after a reteach that leaked
+    leaked_reteaches: int  # questions whose reteach stated the reference answer
     messages: int
     prompt_tokens: int
     completion_tokens: int
@@ -51,24 +53,27 @@ class TopicAccuracy(_Row):
     first_try_accuracy: float | None
     after_reteach_accuracy: float | None
     reteach_fix_rate: float | None
+    after_reteach_accuracy_no_leaks: float | None
+    leaked_reteaches: int
 
 
 class TopicCounts(_Row):
-    """First-try outcomes on one topic, and the difficulty the staircase last reached."""
+    """First-try outcomes on one topic (weighted: lessons of an earlier student version count
+    less), and the difficulty the staircase last reached."""
 
     topic: str
-    successes: int
-    failures: int
+    successes: float
+    failures: float
     difficulty: int | None
 
 
 class StrategyCounts(_Row):
-    """Outcomes of the last reteach of each question, per topic and strategy."""
+    """Outcomes of the last reteach of each question, per topic and strategy (weighted)."""
 
     topic: str
     strategy: str
-    successes: int
-    failures: int
+    successes: float
+    failures: float
 
 
 class MasteryCounts(_Row):

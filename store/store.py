@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from teachloop.errors import StoreError
 from teachloop.messages import Message, parse_message
 from teachloop.records import LessonLog, LessonRecord, RunRecord
+from teachloop.store.experiments import ExperimentLog
 from teachloop.store.pairs import PairBuilder
 from teachloop.store.records import (
     MasteryCounts,
@@ -44,15 +45,24 @@ if TYPE_CHECKING:
     import pandas as pd  # only with the `train` extra: imported by `df` when called
 
 # (version, file in store/migrations/); the schema version is the last one applied.
-MIGRATIONS = [(1, "001_core.sql"), (2, "002_training.sql"), (3, "003_logged_at.sql")]
+MIGRATIONS = [
+    (1, "001_core.sql"),
+    (2, "002_training.sql"),
+    (3, "003_logged_at.sql"),
+    (4, "004_experiments.sql"),
+]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 # Tables whose rows belong to one run (exported per run); the rest are project-wide.
 RUN_TABLES = ("runs", "lessons", "messages", "mastery", "preference_pairs")
-ALL_TABLES = (*RUN_TABLES, "training_jobs", "model_versions", "evaluations")
+ALL_TABLES = (
+    *RUN_TABLES,
+    *("training_jobs", "model_versions", "evaluations"),
+    *("experiments", "experiment_arms", "experiment_outcomes"),
+)
 
 
-class Store(ModelRegistry, PairBuilder):
+class Store(ModelRegistry, PairBuilder, ExperimentLog):
     def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False) -> None:
         """``create``: make the file if needed and migrate it to the current schema.
         ``create=False``: the file must exist; it is used as it is. ``read_only``: the file must
@@ -176,6 +186,22 @@ class Store(ModelRegistry, PairBuilder):
             if mastery.num_rows:
                 con.register("batch_mastery", mastery)
                 con.execute("INSERT OR IGNORE INTO mastery BY NAME SELECT * FROM batch_mastery")
+            # The lessons' counts come from question_outcomes, the one definition of first
+            # try and final, not from the writer's own arithmetic.
+            con.execute(
+                """
+                UPDATE lessons SET questions = q.questions, correct_first = q.correct_first,
+                       correct_after_reteach = q.fixed
+                FROM (SELECT lesson_id, count(*) AS questions,
+                             count(*) FILTER (WHERE correct_first) AS correct_first,
+                             count(*) FILTER (WHERE correct_final AND NOT correct_first)
+                                 AS fixed
+                      FROM question_outcomes
+                      WHERE lesson_id IN (SELECT lesson_id FROM batch_lessons)
+                      GROUP BY lesson_id) q
+                WHERE lessons.lesson_id = q.lesson_id
+                """
+            )
             con.execute("COMMIT")
 
     # -- reads ----------------------------------------------------------------------------
@@ -316,48 +342,71 @@ class Store(ModelRegistry, PairBuilder):
         )
         return [parse_message(p) for p in rows.column("payload").to_pylist()]
 
-    def mastery_counts(self, run_id: str) -> MasteryCounts:
-        """What the run's complete lessons showed, aggregated: per topic the first-try successes
-        and failures and the latest difficulty; per (topic, strategy) the reteach outcomes.
-        A resumed run rebuilds the teacher's estimate from this."""
+    def mastery_counts(self, student_model: str, *, decay: float = 0.5) -> MasteryCounts:
+        """What complete lessons showed about a student, aggregated from ``question_outcomes``:
+        per topic the first-try successes and failures and the latest difficulty, per (topic,
+        strategy) the reteach outcomes. Lessons of runs whose student was ``student_model``
+        ("<model>@<version>") count fully, so a resumed run and every later round of the same
+        version start from all they showed; lessons of other versions of the same model count
+        ``decay`` each (a new version is a different learner, but not a stranger); 0 ignores
+        them."""
+        params = {
+            "student": student_model,
+            "base": student_model.rsplit("@", 1)[0] + "@%",
+            "decay": decay,
+        }
+        weights = """
+            weights AS (
+                SELECT l.lesson_id,
+                       CASE WHEN r.student_model = $student THEN 1.0 ELSE $decay END AS weight
+                FROM lessons l JOIN runs r USING (run_id)
+                WHERE l.status = 'complete'
+                  AND (r.student_model = $student OR r.student_model LIKE $base)),
+            outcomes AS (
+                SELECT q.*, w.weight FROM question_outcomes q JOIN weights w USING (lesson_id)
+                WHERE w.weight > 0)"""
         topics = self.query(
-            """
-            WITH done AS (SELECT lesson_id FROM lessons WHERE run_id = $run AND status = 'complete')
-            SELECT c.topic,
-                   count(*) FILTER (WHERE c.correct) AS successes,
-                   count(*) FILTER (WHERE NOT c.correct) AS failures,
+            f"""
+            WITH {weights}
+            SELECT topic,
+                   coalesce(sum(weight) FILTER (WHERE correct_first), 0) AS successes,
+                   coalesce(sum(weight) FILTER (WHERE NOT correct_first), 0) AS failures,
                    (SELECT arg_max(m.difficulty, m.created_at) FROM mastery m
-                     WHERE m.topic = c.topic AND m.lesson_id IN (SELECT lesson_id FROM done))
-                     AS difficulty
-            FROM messages c
-            WHERE c.lesson_id IN (SELECT lesson_id FROM done) AND c.kind = 'critique'
-              AND c.attempt = 0
-            GROUP BY c.topic ORDER BY c.topic
+                     WHERE m.topic = o.topic
+                       AND m.lesson_id IN (SELECT lesson_id FROM weights)) AS difficulty
+            FROM outcomes o GROUP BY topic ORDER BY topic
             """,
-            {"run": run_id},
+            params,
         ).to_pylist()
         strategies = self.query(
-            """
-            WITH done AS (
-                SELECT lesson_id FROM lessons WHERE run_id = $run AND status = 'complete'),
-            per_question AS (
-                SELECT question_id, any_value(topic) AS topic,
-                       arg_max(strategy, attempt) FILTER (WHERE kind = 'reteach') AS strategy,
-                       arg_max(correct, attempt) FILTER (WHERE kind = 'critique') AS success
-                FROM messages WHERE lesson_id IN (SELECT lesson_id FROM done)
-                GROUP BY question_id)
-            SELECT topic, strategy,
-                   count(*) FILTER (WHERE success) AS successes,
-                   count(*) FILTER (WHERE NOT success) AS failures
-            FROM per_question WHERE strategy IS NOT NULL
-            GROUP BY topic, strategy ORDER BY topic, strategy
+            f"""
+            WITH {weights},
+            last_reteach AS (
+                SELECT m.question_id, arg_max(m.strategy, m.attempt) AS strategy
+                FROM messages m WHERE m.kind = 'reteach'
+                  AND m.lesson_id IN (SELECT lesson_id FROM outcomes)
+                GROUP BY m.question_id)
+            SELECT o.topic, r.strategy,
+                   coalesce(sum(o.weight) FILTER (WHERE o.correct_final), 0) AS successes,
+                   coalesce(sum(o.weight) FILTER (WHERE NOT o.correct_final), 0) AS failures
+            FROM outcomes o JOIN last_reteach r USING (question_id)
+            GROUP BY ALL ORDER BY o.topic, r.strategy
             """,
-            {"run": run_id},
+            params,
         ).to_pylist()
         return MasteryCounts(
             topics=[TopicCounts.model_validate(r) for r in topics],
             strategies=[StrategyCounts.model_validate(r) for r in strategies],
         )
+
+    def teacher_tokens(self, run_id: str) -> int:
+        """Tokens the teacher generated in a run (feedback, reteaches, judgements)."""
+        row = self.query(
+            "SELECT coalesce(sum(completion_tokens), 0) AS n FROM messages "
+            "WHERE run_id = ? AND sender = 'teacher'",
+            [run_id],
+        ).to_pylist()
+        return int(row[0]["n"])
 
     # -- run summaries (the views' numbers, as SQL users see them) ---------------------------
 

@@ -8,24 +8,37 @@ SELECT run_id, lesson_id, turn, sender, kind, topic, difficulty, attempt, text,
 FROM messages
 ORDER BY lesson_id, turn;
 
--- One row per question: was it right first time, and in the end (after reteaching)?
+-- One row per judged question: was it right first time, and in the end (after reteaching)?
+-- The one definition of "first try" and "final": the lessons table's counts, the teacher's
+-- estimate and the summaries all read it. `leaked`: a reteach stated the reference answer, so
+-- a right final answer may be copied; `correct_final_no_leaks` does not credit those.
 CREATE OR REPLACE VIEW question_outcomes AS
-SELECT run_id, lesson_id, question_id, any_value(topic) AS topic,
-       any_value(difficulty) AS difficulty,
-       min(created_at) AS asked_at,
-       bool_or(correct) FILTER (WHERE attempt = 0) AS correct_first,
-       arg_max(correct, attempt) FILTER (WHERE kind = 'critique') AS correct_final,
-       count(*) FILTER (WHERE kind = 'reteach') AS reteaches
-FROM messages
-WHERE kind = 'critique' OR kind = 'reteach'
-GROUP BY run_id, lesson_id, question_id;
+SELECT run_id, lesson_id, question_id, topic, difficulty, asked_at, correct_first,
+       correct_final, reteaches, leaked,
+       correct_first OR (correct_final AND NOT leaked) AS correct_final_no_leaks
+FROM (
+    SELECT run_id, lesson_id, question_id, any_value(topic) AS topic,
+           any_value(difficulty) AS difficulty,
+           min(created_at) AS asked_at,
+           bool_or(correct) FILTER (WHERE kind = 'critique' AND attempt = 0) AS correct_first,
+           arg_max(correct, attempt) FILTER (WHERE kind = 'critique') AS correct_final,
+           count(*) FILTER (WHERE kind = 'reteach') AS reteaches,
+           coalesce(bool_or((payload ->> '$.leaked')::BOOLEAN) FILTER (WHERE kind = 'reteach'),
+                    false) AS leaked
+    FROM messages
+    WHERE kind = 'critique' OR kind = 'reteach'
+    GROUP BY run_id, lesson_id, question_id)
+WHERE correct_first IS NOT NULL;
 
--- Per run and topic: first-try accuracy vs accuracy after reteach.
+-- Per run and topic: first-try accuracy vs accuracy after reteach (with and without credit
+-- for answers after a reteach that gave the answer away).
 CREATE OR REPLACE VIEW topic_accuracy AS
 SELECT run_id, topic, count(*) AS questions,
        avg(correct_first::INT) AS first_try_accuracy,
        avg(correct_final::INT) AS after_reteach_accuracy,
-       avg(correct_final::INT) FILTER (WHERE NOT correct_first) AS reteach_fix_rate
+       avg(correct_final::INT) FILTER (WHERE NOT correct_first) AS reteach_fix_rate,
+       avg(correct_final_no_leaks::INT) AS after_reteach_accuracy_no_leaks,
+       count(*) FILTER (WHERE leaked) AS leaked_reteaches
 FROM question_outcomes
 GROUP BY run_id, topic;
 
@@ -59,7 +72,9 @@ WITH q AS (
     SELECT run_id, count(*) AS questions,
            avg(correct_first::INT) AS first_try_accuracy,
            avg(correct_final::INT) AS after_reteach_accuracy,
-           avg(correct_final::INT) FILTER (WHERE NOT correct_first) AS reteach_fix_rate
+           avg(correct_final::INT) FILTER (WHERE NOT correct_first) AS reteach_fix_rate,
+           avg(correct_final_no_leaks::INT) AS after_reteach_accuracy_no_leaks,
+           count(*) FILTER (WHERE leaked) AS leaked_reteaches
     FROM question_outcomes GROUP BY run_id),
 l AS (
     SELECT run_id, count(*) AS lessons,
@@ -73,7 +88,8 @@ SELECT r.run_id, r.status, r.started_at, r.finished_at, r.student_model, r.teach
        r.lessons_planned, coalesce(l.lessons, 0) AS lessons,
        coalesce(l.lessons_failed, 0) AS lessons_failed,
        coalesce(q.questions, 0) AS questions, q.first_try_accuracy, q.after_reteach_accuracy,
-       q.reteach_fix_rate, coalesce(m.messages, 0) AS messages,
+       q.reteach_fix_rate, q.after_reteach_accuracy_no_leaks,
+       coalesce(q.leaked_reteaches, 0) AS leaked_reteaches, coalesce(m.messages, 0) AS messages,
        coalesce(m.prompt_tokens, 0) AS prompt_tokens,
        coalesce(m.completion_tokens, 0) AS completion_tokens
 FROM runs r LEFT JOIN q USING (run_id) LEFT JOIN l USING (run_id) LEFT JOIN m USING (run_id);

@@ -128,6 +128,13 @@ def parse_number(text: str) -> Decimal | None:
     return None if parsed is None else parsed[0]
 
 
+def numbers_in(text: str) -> list[str]:
+    """Every number written in ``text``, in canonical form, in order ("1,250 g or 1.25 kg" ->
+    ["1250", "1.25"])."""
+    found = (_match_value(m) for m in _NUMBER.finditer(text.translate(_TRANSLATE)))
+    return [parsed[1] for parsed in found if parsed is not None]
+
+
 def _first_number(text: str) -> str | None:
     for m in _NUMBER.finditer(text):
         parsed = _match_value(m)

@@ -27,6 +27,7 @@ from teachloop.errors import InputFileError, TeachloopError
 from teachloop.store.store import Store
 
 if TYPE_CHECKING:
+    from teachloop.store.experiments import ArmResult
     from teachloop.training.jobs import GateDecision
 
 
@@ -245,6 +246,45 @@ def _cmd_loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    """ "0-4" or "0,2,7" (or both: "0-2,9")."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            seeds.extend(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: seeds look like 0-4 or 0,2,7") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"{text!r}: no seeds")
+    return tuple(dict.fromkeys(seeds))
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from teachloop.experiment import run_experiment
+    from teachloop.training.comparison import summarize_experiment
+    from teachloop.training.experiment_report import render_markdown, write_experiment_report
+
+    config = RunConfig.from_file(args.config).with_overrides(db=args.db)
+    name = config.experiment.name
+    out = args.out or config.db.parent / "experiments" / name
+
+    def show(r: ArmResult) -> None:
+        print(
+            f"seed {r.seed} {r.arm}: {r.correct}/{r.questions} right ({r.examples} examples, "
+            f"{r.steps} steps, {r.train_wall_s:.0f} s training)",
+            flush=True,
+        )
+
+    with _serving(config, args.serve):
+        run_experiment(config, seeds=args.seeds, out=out, progress=not args.quiet, on_arm=show)
+    summary = summarize_experiment(Store(config.db), name)
+    path = write_experiment_report(summary, out)
+    print(render_markdown(summary))
+    print(f"report: {path}")
+    return 0
+
+
 def _serving(config: RunConfig, enabled: bool) -> AbstractContextManager[object]:
     """The config's vLLM servers around a command (`--serve`), stopped however it ends."""
     if not enabled:
@@ -394,6 +434,17 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--quiet", action="store_true")
     loop.add_argument("--serve", action="store_true", help="start the config's [[servers]] first")
     loop.set_defaults(func=_cmd_loop, loads_models=True)
+
+    ex = sub.add_parser(
+        "experiment", help="train arms on equal budgets over seeds and compare them (resumable)"
+    )
+    ex.add_argument("--config", type=Path, required=True, help="TOML with an [experiment]")
+    ex.add_argument("--db", type=Path, help="DuckDB file (overrides the config)")
+    ex.add_argument("--seeds", type=_seeds, help="e.g. 0-4 or 0,2,7 (default: the config's)")
+    ex.add_argument("--out", type=Path, help="adapters and report (default: <db dir>/experiments)")
+    ex.add_argument("--quiet", action="store_true")
+    ex.add_argument("--serve", action="store_true", help="start the config's [[servers]] first")
+    ex.set_defaults(func=_cmd_experiment, loads_models=True)
 
     promote = sub.add_parser("promote", help="make a version the student (also to roll back)")
     promote.add_argument("--db", type=Path, required=True)

@@ -15,7 +15,6 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -111,20 +110,6 @@ class AgentConfig(_Strict):
             raise ValueError("endpoints are only used with backend = 'openai'")
         return self
 
-    @model_validator(mode="after")
-    def _student_weights_explicit(self, info: ValidationInfo) -> Self:
-        # The role is the RunConfig field this config is validated for (None when standalone).
-        if (
-            info.field_name == "student"
-            and self.backend == "openai"
-            and "model" not in self.model_fields_set
-        ):
-            raise ValueError(
-                "with backend 'openai', set model to the weights the endpoint serves (a model "
-                "directory): teachloop trains and evaluates those, not the endpoint's model name"
-            )
-        return self
-
 
 class ServerConfig(_Strict):
     """vLLM servers that `teachloop serve` starts on 127.0.0.1 for one or both roles.
@@ -163,10 +148,26 @@ class ServerConfig(_Strict):
 
 
 class LessonConfig(_Strict):
+    """One lesson's budget, and the teacher's policies (the defaults target; the others exist
+    to ablate targeting in experiments)."""
+
     questions: int = Field(default=4, ge=1, description="question budget per lesson")
     max_reteaches: int = Field(default=1, ge=0, description="reteach rounds per wrong answer")
     mastery_target: float = Field(default=0.9, gt=0.0, le=1.0)
     start_difficulty: int = Field(default=1, ge=1, le=5)
+    topic_policy: Literal["thompson", "uniform", "weakest", "round_robin"] = "thompson"
+    strategy_policy: str = Field(
+        default="thompson",
+        pattern=r"^(thompson|uniform|fixed:(hint|worked_example|step_by_step))$",
+        description="thompson, uniform, or fixed:<hint|worked_example|step_by_step>",
+    )
+    # staircase: one level up after a first-try success, one down after a miss; fixed: always
+    # start_difficulty.
+    difficulty_policy: Literal["staircase", "fixed"] = "staircase"
+    # A run starts from what earlier lessons showed about the student: those of the same
+    # student version count fully, those of earlier versions this much each (a newly promoted
+    # student is a different learner, but not a stranger); 0 starts each version afresh.
+    carry_decay: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class EvalConfig(_Strict):
@@ -218,6 +219,12 @@ class TrainingConfig(_Strict):
     adapters: Path | None = Field(
         default=None, description="where adapters are written (default: <db dir>/adapters)"
     )
+    # Which preference pairs a job trains on. `self_corrected_leaked` (a right answer after a
+    # reteach that stated the answer: maybe copied, not learned) is left out by default.
+    pair_rules: tuple[Literal["self_corrected", "reference", "self_corrected_leaked"], ...] = (
+        "self_corrected",
+        "reference",
+    )
     # More TRL training arguments, passed through as TRL's own scripts do (e.g.
     # report_to = ["tensorboard"], gradient_accumulation_steps = 4, warmup_ratio = 0.1).
     trl: dict[str, Any] = Field(default_factory=dict)
@@ -245,6 +252,108 @@ _TRL_OWNED = {
 }
 
 
+ArmData = Literal["none", "uniform", "selective"]
+ArmMethod = Literal["sft", "dpo", "sft_then_dpo", "kd"]
+
+
+class ArmConfig(_Strict):
+    """One arm of an experiment: which data trains the student, and how.
+
+    ``uniform``: questions drawn evenly over topics and difficulties, answered with the
+    domain's reference answer (standard distillation; no lessons). ``selective``: preference
+    pairs from lessons with the targeting teacher (``lesson`` overrides its policies, e.g.
+    ``{topic_policy = "uniform"}`` to ablate targeting). ``kd``: token-level distillation on
+    the uniform questions, the teacher being the base weights with the solution in context.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    data: ArmData
+    method: ArmMethod | None = None
+    lesson: dict[str, Any] = Field(default_factory=dict, description="[lesson] overrides")
+    training: dict[str, Any] = Field(default_factory=dict, description="[training] overrides")
+
+    @model_validator(mode="after")
+    def _method_fits_data(self) -> Self:
+        if (self.data == "none") != (self.method is None):
+            raise ValueError(
+                f"arm {self.name}: data 'none' (no training) and only it has no method"
+            )
+        if self.method in ("dpo", "sft_then_dpo") and self.data != "selective":
+            raise ValueError(f"arm {self.name}: {self.method} needs preference pairs (selective)")
+        if self.lesson and self.data != "selective":
+            raise ValueError(f"arm {self.name}: lesson overrides apply to selective data only")
+        return self
+
+
+BUILTIN_ARMS = {
+    arm.name: arm
+    for arm in (
+        ArmConfig(name="base", data="none"),
+        ArmConfig(name="uniform_sft", data="uniform", method="sft"),
+        ArmConfig(name="selective_sft", data="selective", method="sft"),
+        ArmConfig(name="selective_dpo", data="selective", method="dpo"),
+        ArmConfig(name="selective_sft_then_dpo", data="selective", method="sft_then_dpo"),
+        ArmConfig(name="kd", data="uniform", method="kd"),
+        ArmConfig(
+            name="selective_sft_uniform_topics",
+            data="selective",
+            method="sft",
+            lesson={"topic_policy": "uniform"},
+        ),
+    )
+}
+
+
+class ExperimentConfig(_Strict):
+    """Arms trained from the same base student on equal budgets, evaluated on one held-out
+    set, over several seeds (``teachloop experiment``)."""
+
+    name: str = Field(default="experiment", pattern=r"^[A-Za-z0-9_.-]+$")
+    seeds: tuple[int, ...] = Field(default=(0, 1, 2), min_length=1)
+    arms: tuple[str | ArmConfig, ...] = Field(
+        default=("base", "uniform_sft", "selective_sft", "selective_dpo", "kd"), min_length=1
+    )
+    # The budget every trained arm gets: this many distinct training examples (fewer if a
+    # seed's lessons give fewer pairs: then every arm of that seed gets that many), and
+    # [training].steps optimizer steps.
+    examples: int = Field(default=64, ge=1)
+    lessons: int = Field(default=32, ge=1, description="lessons per seed for selective data")
+
+    @field_validator("arms", mode="before")
+    @classmethod
+    def _tables_are_arms(cls, arms: object) -> object:
+        """An arm table's own error (not pydantic's tour of the str | ArmConfig union)."""
+        if not isinstance(arms, list | tuple):
+            return arms
+        parsed = []
+        for i, arm in enumerate(arms):
+            if isinstance(arm, dict):
+                try:
+                    arm = ArmConfig.model_validate(arm)
+                except ValidationError as e:
+                    raise ValueError(
+                        f"arm {i}: {_first_error(e).removeprefix('config: ')}"
+                    ) from None
+            parsed.append(arm)
+        return parsed
+
+    @model_validator(mode="after")
+    def _arms_known(self) -> Self:
+        for arm in self.arms:
+            if isinstance(arm, str) and arm not in BUILTIN_ARMS:
+                raise ValueError(
+                    f"unknown arm {arm!r} (built in: {', '.join(BUILTIN_ARMS)}; "
+                    "or give a table with name, data and method)"
+                )
+        names = [a.name for a in self.arm_configs()]
+        if len(set(names)) != len(names):
+            raise ValueError("two arms have the same name")
+        return self
+
+    def arm_configs(self) -> list[ArmConfig]:
+        return [BUILTIN_ARMS[a] if isinstance(a, str) else a for a in self.arms]
+
+
 class RunConfig(_Strict):
     db: Path = Path("teachloop.duckdb")
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -259,6 +368,7 @@ class RunConfig(_Strict):
     teacher: AgentConfig = AgentConfig(max_tokens=48)
     student: AgentConfig = AgentConfig(max_tokens=12)
     servers: tuple[ServerConfig, ...] = ()
+    experiment: ExperimentConfig = ExperimentConfig()
 
     @model_validator(mode="after")
     def _servers_match_roles(self) -> Self:
@@ -293,6 +403,15 @@ class RunConfig(_Strict):
                 raise ValueError(
                     f"[{role}].backend is 'vllm' but no [[servers]] entry has '{role}' in its roles"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _student_weights_explicit(self) -> Self:
+        if self.student.backend == "openai" and "model" not in self.student.model_fields_set:
+            raise ValueError(
+                "student: with backend 'openai', set model to the weights the endpoint serves (a "
+                "model directory): teachloop trains and evaluates those, not the endpoint's name"
+            )
         return self
 
     def agent(self, role: Role) -> AgentConfig:
@@ -364,9 +483,10 @@ class RunConfig(_Strict):
 
 def _first_error(e: ValidationError) -> str:
     err = e.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "config"
+    where = ".".join(str(p) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling)"
     more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-    return f"{where}: {msg}{more}"
+    # A whole-config check names its own keys in the message.
+    return f"{where}: {msg}{more}" if where else f"{msg}{more}"

@@ -77,6 +77,12 @@ class Question(_MessageBase):
     difficulty: int = Field(ge=1, le=5)
     reference_answer: str = Field(description="never shown to the student")
     solution: str = Field(default="", description="reference solution steps, never shown")
+    chosen_from: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="the teacher's estimate, (alpha, beta) of first-try success per topic, "
+        "when it chose this question's topic: the run's live estimate, so a choice can be "
+        "audited and replayed",
+    )
 
 
 class Answer(_MessageBase):
@@ -111,6 +117,11 @@ class Reteach(_MessageBase):
     strategy: Strategy
     explanation: str
     worked_example: str = ""
+    leaked: bool = Field(
+        default=False,
+        description="the explanation states the reference answer, so a right answer after it "
+        "may be copied rather than learned (pairs from it are excluded by default)",
+    )
 
 
 Message = Annotated[Question | Answer | Critique | Reteach, Field(discriminator="kind")]

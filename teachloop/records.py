@@ -47,9 +47,11 @@ class LessonRecord(BaseModel):
     lesson_index: int
     status: LessonStatus
     end_reason: EndReason
-    questions: int
-    correct_first: int
-    correct_after_reteach: int
+    # Judged questions, right first time, and fixed by a reteach: the store counts these from
+    # the lesson's messages (its question_outcomes view) when it writes the lesson.
+    questions: int = 0
+    correct_first: int = 0
+    correct_after_reteach: int = 0
     error: str | None = None
     started_at: datetime
     finished_at: datetime = Field(default_factory=utcnow)

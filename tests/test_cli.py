@@ -32,6 +32,7 @@ url = "{url}"
 model = "fake-model"
 [student]
 backend = "openai"
+model = "embedded:gemma-3-270m"
 [[student.endpoints]]
 url = "{url}"
 model = "fake-model"
@@ -166,8 +167,8 @@ def test_sql_replay_and_lessons_commands(tmp_path: Path) -> None:
         "lessons", "--db", str(db), "--topic", "arithmetic.addition", "--format", "csv"
     )
     assert [line.split(",")[0] for line in listed.stdout.splitlines()[1:]] == [
-        '"q-L00000"',
-        '"q-L00001"',
+        "q-L00000",
+        "q-L00001",
     ]
     nodb = teachloop("sql", "--db", str(tmp_path / "none.duckdb"), "SELECT 1")
     assert nodb.returncode == 2 and "does not exist" in nodb.stderr

@@ -270,6 +270,7 @@ def run_config(
     def role(url: str) -> dict:
         return {
             "backend": "openai",
+            "model": "embedded:gemma-3-270m",
             "endpoints": [
                 {"url": url, "model": "fake-model", "timeout_s": timeout_s, "max_retries": retries}
             ],
@@ -522,6 +523,7 @@ model = "fake-model"
 max_retries = 1
 [student]
 backend = "openai"
+model = "embedded:gemma-3-270m"
 [[student.endpoints]]
 url = "{server.url}"
 model = "fake-model"
@@ -644,7 +646,8 @@ def test_debug_shows_a_traceback_for_an_endpoint_failure_mid_run(tmp_path: Path)
         path.write_text(
             'topics = ["arithmetic.addition"]\n'
             + "".join(
-                f'[{role}]\nbackend = "openai"\n[[{role}.endpoints]]\nurl = "{server.url}"\n'
+                f'[{role}]\nbackend = "openai"\nmodel = "embedded:gemma-3-270m"\n'
+                f'[[{role}.endpoints]]\nurl = "{server.url}"\n'
                 'model = "fake-model"\nmax_retries = 0\n'
                 for role in ("teacher", "student")
             )

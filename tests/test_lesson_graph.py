@@ -6,7 +6,6 @@ from conftest import current_question, teacher_reply
 
 from teachloop.agents.backends.base import GenerationRequest
 from teachloop.agents.backends.scripted import ScriptedBackend
-from teachloop.agents.mastery import MasteryModel
 from teachloop.agents.student import Student
 from teachloop.agents.teacher import Teacher
 from teachloop.config import LessonConfig
@@ -26,7 +25,7 @@ async def run_lesson(respond, lesson: LessonConfig, topics=ADD) -> list:
         seed=0,
     )
     graph = build_lesson_graph(agents)
-    state = initial_state("r", "r-L00000", 0, MasteryModel(), datetime.now(UTC))
+    state = initial_state("r", "r-L00000", 0, datetime.now(UTC))
     final = await graph.ainvoke(state)
     return final["messages"]
 

@@ -1,6 +1,6 @@
 import random
 
-from teachloop.agents.mastery import BetaEstimate, MasteryModel
+from teachloop.agents.mastery import BetaEstimate, LiveEstimate, MasteryModel
 from teachloop.messages import Strategy
 
 TOPICS = ("a", "b", "c")
@@ -50,21 +50,50 @@ def test_strategy_choice_follows_what_worked() -> None:
     assert picks.count(Strategy.hint) < 10
 
 
-def test_absorbed_adds_concurrent_lessons_without_loss() -> None:
-    run = trained(MasteryModel(), "a", [True])
-    lesson1 = trained(run, "a", [True, True]).record_reteach("a", Strategy.hint, True)
-    lesson2 = trained(run, "b", [False])
-    merged = run.absorbed(run, lesson1).absorbed(run, lesson2)
-    assert merged.topic("a").estimate == BetaEstimate(alpha=4, beta=1)
-    assert merged.topic("b").estimate == BetaEstimate(alpha=1, beta=2)
-    assert merged.strategies["a"][Strategy.hint] == BetaEstimate(alpha=2, beta=1)
+def test_a_live_estimate_sees_every_lesson_s_outcomes_at_once() -> None:
+    live = LiveEstimate(trained(MasteryModel(), "a", [True]))
+    live.record("a", True)  # one lesson
+    live.record("b", False, reteach=(Strategy.hint, True))  # another, still in flight
+    live.record("a", True)
+    assert live.model.topic("a").estimate == BetaEstimate(alpha=4, beta=1)
+    assert live.model.topic("b").estimate == BetaEstimate(alpha=1, beta=2)
+    assert live.model.strategies["b"][Strategy.hint] == BetaEstimate(alpha=2, beta=1)
+
+
+def test_topic_policies() -> None:
+    model = trained(trained(MasteryModel(), "a", [True] * 6), "b", [False] * 2)
+    rng = random.Random(0)
+    topics = ("a", "b", "c")
+    # weakest: the lowest mean (b: 1/4), every time
+    assert {model.pick_topic(topics, 0.99, rng, "weakest") for _ in range(20)} == {"b"}
+    # uniform: every topic, about evenly, mastery ignored
+    picks = [model.pick_topic(topics, 0.5, rng, "uniform") for _ in range(3000)]
+    assert all(900 < picks.count(t) < 1100 for t in topics)
+    # round robin: in turn, by questions asked so far (8 asked: 8 % 3 = 2 -> "c")
+    assert model.pick_topic(topics, 0.99, rng, "round_robin") == "c"
+    assert model.record_answer("c", True).pick_topic(topics, 0.99, rng, "round_robin") == "a"
+
+
+def test_strategy_policies() -> None:
+    model = MasteryModel()
+    for _ in range(8):
+        model = model.record_reteach("a", Strategy.worked_example, True)
+    rng = random.Random(0)
+    assert {model.pick_strategy("a", rng, "fixed:hint") for _ in range(20)} == {Strategy.hint}
+    picks = [model.pick_strategy("a", rng, "uniform") for _ in range(3000)]
+    assert all(900 < picks.count(s) < 1100 for s in Strategy)
 
 
 def test_from_counts_rebuilds_the_same_estimate() -> None:
-    model = MasteryModel.from_counts(
-        [{"topic": "a", "successes": 3, "failures": 1, "difficulty": 4}],
-        [{"topic": "a", "strategy": "hint", "successes": 1, "failures": 2}],
+    from teachloop.store.records import MasteryCounts
+
+    counts = MasteryCounts.model_validate(
+        {
+            "topics": [{"topic": "a", "successes": 3, "failures": 1, "difficulty": 4}],
+            "strategies": [{"topic": "a", "strategy": "hint", "successes": 1, "failures": 2}],
+        }
     )
+    model = MasteryModel.from_counts(counts)
     assert model.topic("a").estimate == BetaEstimate(alpha=4, beta=2)
     assert model.topic("a").difficulty == 4
     assert model.strategies["a"][Strategy.hint] == BetaEstimate(alpha=2, beta=3)

@@ -13,7 +13,7 @@ from teachloop.agents.prompts import student_prompt
 from teachloop.graphs.runner import run_lessons
 from teachloop.messages import Answer, Critique, ErrorCategory, Question, Reteach, Strategy
 from teachloop.records import EndReason, LessonLog, LessonRecord, LessonStatus
-from teachloop.training.pairs import build_pairs, unused_pairs
+from teachloop.training.pairs import RULES, build_pairs, unused_pairs
 
 T = datetime(2026, 11, 27, tzinfo=UTC)
 
@@ -23,6 +23,7 @@ def lesson(
     turns: list[tuple[str, bool | None]],
     question: str = "What is 2 + 3?",
     reference: str = "5",
+    leaked: bool = False,
 ) -> LessonLog:
     """A one-question lesson: turns are (student reply, verdict) per attempt."""
     common = {"run_id": "r", "lesson_id": lesson_id, "created_at": T}
@@ -48,6 +49,7 @@ def lesson(
                     attempt=attempt,
                     strategy=Strategy.hint,
                     explanation="Add.",
+                    leaked=leaked,
                     **common,
                 )
             )
@@ -116,7 +118,7 @@ def test_each_rule_with_provenance(store: Store) -> None:
     ref = pairs["L3"]
     assert (ref.rule, ref.chosen, ref.rejected) == ("reference", " 4", " 3")
     # L2: the rejected "8" and the reference "8.0" normalise to the same number: dropped
-    assert built.added == {"self_corrected": 1, "reference": 1}
+    assert built.added == {"self_corrected": 1, "reference": 1, "self_corrected_leaked": 0}
 
 
 def test_duplicates_and_same_answers_are_dropped(store: Store) -> None:
@@ -128,7 +130,7 @@ def test_duplicates_and_same_answers_are_dropped(store: Store) -> None:
         ]
     )
     built = build_pairs(store)
-    assert built.added == {"self_corrected": 1, "reference": 0}
+    assert built.added == {"self_corrected": 1, "reference": 0, "self_corrected_leaked": 0}
     assert [p.lesson_id for p in unused_pairs(store)] == ["L1"]
 
 
@@ -136,13 +138,13 @@ def test_watermark_makes_builds_incremental(store: Store) -> None:
     store.write_lessons([lesson("L1", [("7", False), ("5", True)])])
     assert build_pairs(store).added["self_corrected"] == 1
     again = build_pairs(store)
-    assert again.lessons == 0 and again.added == {"self_corrected": 0, "reference": 0}
+    assert again.lessons == 0 and again.added == dict.fromkeys(RULES, 0)
     store.write_lessons(
         [lesson("L2", [("6", False), ("1", False)], question="What is 3 + 3?", reference="6")]
     )
     third = build_pairs(store)
     # "6" vs reference "6": the wrong verdict contradicts the answers, so no pair is made
-    assert third.lessons == 1 and third.added == {"self_corrected": 0, "reference": 0}
+    assert third.lessons == 1 and third.added == dict.fromkeys(RULES, 0)
     assert third.unused == 1
 
 
@@ -166,3 +168,33 @@ def test_pairs_from_a_real_scripted_run(make_config) -> None:
     assert len(pairs) == sum(built.added.values()) == built.unused
     assert {p.rule for p in pairs} == {"self_corrected"}
     assert all(p.rejected == " 0" and p.prompt.endswith("\nAnswer:") for p in pairs)
+
+
+def test_a_fix_after_a_leaked_reteach_is_tagged_and_not_trained_on(store: Store) -> None:
+    store.write_lessons(
+        [
+            lesson("L1", [("7", False), ("5", True)], leaked=True),  # copied, maybe
+            lesson("L2", [("6", False), ("5", True)]),  # fixed by a reteach that did not tell
+        ]
+    )
+    built = build_pairs(store)
+    assert built.added == {"self_corrected": 1, "reference": 0, "self_corrected_leaked": 1}
+    assert [p.lesson_id for p in unused_pairs(store)] == ["L2"]
+    tagged = {p.lesson_id: p.rule for p in unused_pairs(store, RULES)}
+    assert tagged == {"L1": "self_corrected_leaked", "L2": "self_corrected"}
+    # the same pairs for one run, without moving the watermark or consuming anything
+    assert [p.lesson_id for p in store.run_pairs("r")] == ["L2"]
+    assert [p.rule for p in store.run_pairs("r", RULES)] == [
+        "self_corrected_leaked",
+        "self_corrected",
+    ]
+    # and the views credit the leaked fix only in after_reteach_accuracy
+    (row,) = store.query(
+        "SELECT after_reteach_accuracy, after_reteach_accuracy_no_leaks, leaked_reteaches "
+        "FROM topic_accuracy"
+    ).to_pylist()
+    assert row == {
+        "after_reteach_accuracy": 1.0,
+        "after_reteach_accuracy_no_leaks": 0.5,
+        "leaked_reteaches": 1,
+    }

@@ -49,6 +49,44 @@ def test_run_logs_every_message_and_summarizes(make_config, scripted) -> None:
     assert snapshots == result.questions
 
 
+def questions_per_topic(store: Store) -> dict[str, int]:
+    rows = store.query(
+        "SELECT topic, count(*) AS n FROM messages WHERE kind = 'question' GROUP BY topic"
+    )
+    return {r["topic"]: r["n"] for r in rows.to_pylist()}
+
+
+def test_lessons_started_together_target_what_earlier_questions_showed(
+    make_config, scripted
+) -> None:
+    """With as many lessons in flight as lessons in the run, every lesson starts before any
+    finishes: choices must come from the run's live estimate, not a copy taken at launch (with
+    a copy, each lesson learns only from its own few questions and the split stays near even)."""
+    config = make_config(lessons=8, concurrency=8)
+    run_lessons(config, teacher_backend=scripted[0], student_backend=scripted[1], progress=False)
+    store = Store(config.db)
+    asked = questions_per_topic(store)
+    assert asked["arithmetic.multiplication"] >= 3 * asked["arithmetic.addition"], asked
+    # Each question records the estimate it was chosen from: second questions of lessons saw
+    # more outcomes than their own lesson's one.
+    questions = [m for t in store.transcripts(config.run_id) for m in t[1] if m.kind == "question"]
+    seen = [
+        sum(a + b - 2 for a, b in q.chosen_from.values())
+        for q in questions
+        if q.question_index == 1
+    ]
+    assert max(seen) > 1
+
+
+def test_a_uniform_topic_policy_does_not_target(make_config, scripted) -> None:
+    config = make_config(lessons=8, concurrency=8).with_overrides(
+        lesson={"topic_policy": "uniform", "questions": 4}
+    )
+    run_lessons(config, teacher_backend=scripted[0], student_backend=scripted[1], progress=False)
+    asked = questions_per_topic(Store(config.db))
+    assert 8 <= asked["arithmetic.addition"] <= 24, asked
+
+
 def test_teacher_spends_the_budget_on_the_weak_topic(make_config, scripted) -> None:
     config = make_config(lessons=6, concurrency=1)
     result = run_lessons(

@@ -122,14 +122,26 @@ def test_the_lesson_log_round_trips_with_typed_reads(store: LogStore) -> None:
 def test_mastery_counts_are_typed(store: LogStore) -> None:
     store.write_run(_run())
     store.write_lessons(_logs())
-    counts = store.mastery_counts("r")
+    counts = store.mastery_counts("student@base")
     assert counts == MasteryCounts(
         topics=[TopicCounts(topic="arithmetic.addition", successes=1, failures=2, difficulty=2)],
         strategies=[
             StrategyCounts(topic="arithmetic.addition", strategy="hint", successes=1, failures=1)
         ],
     )
-    assert store.mastery_counts("no-such-run") == MasteryCounts(topics=[], strategies=[])
+    assert store.mastery_counts("nobody@base") == MasteryCounts(topics=[], strategies=[])
+
+
+def test_mastery_counts_carry_across_runs_and_discount_other_versions(store: LogStore) -> None:
+    """A later round of the same student starts from what earlier rounds showed; a newly
+    promoted version of the same model starts from it at a discount."""
+    store.write_run(_run())
+    store.write_lessons(_logs())
+    same = store.mastery_counts("student@base")
+    (topic,) = store.mastery_counts("student@v0001", decay=0.5).topics
+    assert (topic.successes, topic.failures) == (0.5 * same.topics[0].successes, 0.5 * 2)
+    assert store.mastery_counts("student@v0001", decay=0.0).topics == []
+    assert store.mastery_counts("other@base").topics == []  # another model: nothing carries
 
 
 def test_current_student_promotion_and_rollback(store: LogStore) -> None:
@@ -186,7 +198,11 @@ def _job(job_id: str, started_at: datetime | None = None) -> TrainingJob:
 def test_a_job_consumes_its_pairs_with_its_version_in_one_step(store: LogStore) -> None:
     store.write_lessons(_logs())
     built = store.build_pairs()
-    assert built.unused == 2 and built.added == {"self_corrected": 1, "reference": 1}
+    assert built.unused == 2 and built.added == {
+        "self_corrected": 1,
+        "reference": 1,
+        "self_corrected_leaked": 0,
+    }
     pairs = store.unused_pairs()
     store.ensure_base("m")
 

@@ -74,6 +74,20 @@ async def _is_correct(student: Student, problem: Problem, domains: DomainSet) ->
     return verdict is not None and verdict.correct
 
 
+async def answer_all(
+    backend: Backend,
+    problems: list[Problem],
+    domains: DomainSet,
+    *,
+    max_tokens: int = 12,
+    temperature: float = 0.0,
+) -> list[bool]:
+    """Whether each problem (in order) was answered correctly on the first try: all asked at
+    once through a ``Student``, so a batching backend batches them."""
+    student = Student(backend, max_tokens=max_tokens, temperature=temperature)
+    return list(await asyncio.gather(*(_is_correct(student, p, domains) for p in problems)))
+
+
 async def evaluate(
     backend: Backend,
     problems: list[Problem],
@@ -94,8 +108,9 @@ async def evaluate(
     backend error propagates: a broken backend must not look like a model that knows nothing.
     """
     started = time.monotonic()
-    student = Student(backend, max_tokens=max_tokens, temperature=temperature)
-    verdicts = await asyncio.gather(*(_is_correct(student, p, domains) for p in problems))
+    verdicts = await answer_all(
+        backend, problems, domains, max_tokens=max_tokens, temperature=temperature
+    )
     asked: dict[str, int] = {}
     right: dict[str, int] = {}
     for problem, correct in zip(problems, verdicts, strict=True):
@@ -131,6 +146,7 @@ __all__ = [
     "OVERALL",
     "EvalResult",
     "TopicScore",
+    "answer_all",
     "evaluate",
     "heldout_problems",
     "heldout_questions",

@@ -94,7 +94,7 @@ def train(
         store.model_version(from_version) if from_version else store.current_student(base_model)
     )
     store.fail_interrupted_jobs()  # a job left 'running' was killed: say so
-    pairs = store.unused_pairs()
+    pairs = store.unused_pairs(config.training.pair_rules)
     if not pairs:
         return JobResult(
             job_id=None,
@@ -194,7 +194,7 @@ def evaluate_version(
     eval_id = _eval_id(version, config)
     if rows := store.evaluation(eval_id):
         return _result_from_rows(version, config.eval.seed, rows)
-    from teachloop.graphs.runner import build_domains
+    from teachloop.domains import build_domains
 
     domains = build_domains(config)
     problems = heldout_problems(domains, config.topics, config.eval.per_topic, config.eval.seed)

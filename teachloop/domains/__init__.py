@@ -17,6 +17,8 @@ One module a job; import from here, not from the modules:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 # answers_match and error_category are teachloop.answers' own; re-exported as before.
 from teachloop.answers import answers_match, error_category
 from teachloop.domains.arithmetic import ArithmeticDomain
@@ -34,9 +36,21 @@ from teachloop.domains.base import (
 from teachloop.domains.heldout import heldout_problems, heldout_questions
 from teachloop.domains.units import UnitsDomain
 
+if TYPE_CHECKING:
+    from teachloop.config import RunConfig
+
 
 def builtin_domains() -> dict[str, Domain]:
     return {"arithmetic": ArithmeticDomain(), "units": UnitsDomain()}
+
+
+def build_domains(config: RunConfig) -> DomainSet:
+    """The domains a config asks for: the built-ins and its question banks. Every configured
+    topic is checked here, so an unknown one fails before any model loads."""
+    domains = DomainSet([*builtin_domains().values(), *(load_bank(p) for p in config.banks)])
+    for topic in config.topics:
+        domains.domain_for(topic)
+    return domains
 
 
 __all__ = [
@@ -51,6 +65,7 @@ __all__ = [
     "UnitsDomain",
     "Verdict",
     "answers_match",
+    "build_domains",
     "builtin_domains",
     "error_category",
     "exact_verdict",

@@ -1,0 +1,200 @@
+"""The store's experiment log: each experiment's design, each (seed, arm) result with the
+budget it spent, and every held-out answer, so arms can be compared question by question."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from teachloop.errors import StoreError
+from teachloop.store.base import DuckDBFile, utcnow
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ExperimentRecord(_Row):
+    experiment: str
+    config: str = Field(description="the design as JSON: the run config without the seeds")
+
+
+class ArmResult(_Row):
+    """One arm on one seed: its budget and its held-out score."""
+
+    experiment: str
+    seed: int
+    arm: str
+    data: str
+    method: str | None
+    examples: int
+    steps: int
+    teacher_tokens: int
+    data_wall_s: float
+    train_wall_s: float
+    eval_wall_s: float
+    questions: int
+    correct: int
+    adapter_path: str | None
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.questions if self.questions else 0.0
+
+
+class QuestionOutcome(_Row):
+    experiment: str
+    seed: int
+    arm: str
+    question_index: int
+    topic: str
+    difficulty: int
+    question: str
+    correct: bool
+
+
+class ArmAccuracy(_Row):
+    """An arm's held-out accuracy on one seed, overall (topic 'overall') or on one topic."""
+
+    arm: str
+    seed: int
+    topic: str
+    questions: int
+    accuracy: float
+
+
+class Discordance(_Row):
+    """Two arms' answers to the same held-out questions on one seed: how often only the first
+    (``a_only``) or only the second (``b_only``) was right. McNemar's test reads these."""
+
+    arm: str
+    against: str
+    seed: int
+    topic: str
+    questions: int
+    a_only: int
+    b_only: int
+    both: int
+
+
+class TopicShare(_Row):
+    """How much of a seed's selective lessons the teacher spent on a topic."""
+
+    seed: int
+    topic: str
+    questions: int
+    share: float
+
+
+class ExperimentLog(DuckDBFile):
+    def write_experiment(self, record: ExperimentRecord, seeds: Sequence[int]) -> None:
+        """Record an experiment, or add seeds to it. Its design must not change: results of
+        two designs under one name would be compared as if they were one."""
+        with self.connect() as con:
+            con.execute("BEGIN")
+            row = con.execute(
+                "SELECT config::VARCHAR FROM experiments WHERE experiment = ?", [record.experiment]
+            ).fetchone()
+            if row is not None and row[0] != record.config:
+                con.execute("ROLLBACK")
+                raise StoreError(
+                    f"experiment {record.experiment!r} is already in {self.path} with another "
+                    "design (arms, budget, topics or models differ): give this one another "
+                    "experiment.name"
+                )
+            con.execute(
+                "INSERT INTO experiments VALUES (?, ?::JSON, ?, ?) ON CONFLICT (experiment) DO "
+                "UPDATE SET seeds = list_sort(list_distinct(list_concat(seeds, excluded.seeds)))",
+                [record.experiment, record.config, list(seeds), utcnow()],
+            )
+            con.execute("COMMIT")
+
+    def experiments(self) -> list[str]:
+        return (
+            self.query("SELECT experiment FROM experiments ORDER BY created_at")
+            .column("experiment")
+            .to_pylist()
+        )
+
+    def write_arm_result(self, result: ArmResult, outcomes: Sequence[QuestionOutcome]) -> None:
+        """An arm's result and its answers, together (a killed write leaves neither)."""
+        table = pa.Table.from_pylist([o.model_dump() for o in outcomes])
+        with self.connect() as con:
+            con.execute("BEGIN")
+            con.register("batch_outcomes", table)
+            con.execute(
+                "INSERT OR REPLACE INTO experiment_outcomes BY NAME SELECT * FROM batch_outcomes"
+            )
+            con.register("batch_arm", pa.Table.from_pylist([result.model_dump()]))
+            con.execute("INSERT OR REPLACE INTO experiment_arms BY NAME SELECT * FROM batch_arm")
+            con.execute("COMMIT")
+
+    def arm_results(self, experiment: str) -> list[ArmResult]:
+        rows = self.query(
+            "SELECT * FROM experiment_arms WHERE experiment = ? ORDER BY seed, created_at",
+            [experiment],
+        ).to_pylist()
+        return [ArmResult.model_validate(r) for r in rows]
+
+    def experiment_accuracy(self, experiment: str) -> list[ArmAccuracy]:
+        """Per arm and seed: overall accuracy (topic 'overall') and per topic."""
+        rows = self.query(
+            """
+            SELECT arm, seed, coalesce(topic, 'overall') AS topic, count(*) AS questions,
+                   avg(correct::INT) AS accuracy
+            FROM experiment_outcomes WHERE experiment = ?
+            GROUP BY GROUPING SETS ((arm, seed), (arm, seed, topic))
+            ORDER BY arm, seed, topic
+            """,
+            [experiment],
+        ).to_pylist()
+        return [ArmAccuracy.model_validate(r) for r in rows]
+
+    def discordance(self, experiment: str, against: Sequence[str]) -> list[Discordance]:
+        """Every arm against each of ``against`` on the same questions and seeds, overall and
+        per topic."""
+        rows = self.query(
+            """
+            SELECT a.arm, b.arm AS against, a.seed, coalesce(a.topic, 'overall') AS topic,
+                   count(*) AS questions,
+                   count(*) FILTER (WHERE a.correct AND NOT b.correct) AS a_only,
+                   count(*) FILTER (WHERE b.correct AND NOT a.correct) AS b_only,
+                   count(*) FILTER (WHERE a.correct AND b.correct) AS both
+            FROM experiment_outcomes a
+            JOIN experiment_outcomes b USING (experiment, seed, question_index)
+            WHERE a.experiment = $exp AND b.arm IN (SELECT unnest($against)) AND a.arm <> b.arm
+            GROUP BY GROUPING SETS ((a.arm, b.arm, a.seed), (a.arm, b.arm, a.seed, a.topic))
+            ORDER BY a.arm, against, a.seed, topic
+            """,
+            {"exp": experiment, "against": list(against)},
+        ).to_pylist()
+        return [Discordance.model_validate(r) for r in rows]
+
+    def targeting(self, experiment: str) -> list[TopicShare]:
+        """Per seed and topic, the share of questions the targeting teacher asked in the
+        experiment's default selective lessons (run ids ``<experiment>-s<seed>-selective``)."""
+        rows = self.query(
+            """
+            SELECT seed, topic, questions, questions / sum(questions) OVER (PARTITION BY seed)
+                   AS share
+            FROM (
+                SELECT regexp_extract(run_id, '-s(\\d+)-selective$', 1)::INT AS seed, topic,
+                       count(*) AS questions
+                FROM messages
+                WHERE kind = 'question'
+                  AND regexp_matches(run_id, '^' || $prefix || '-s\\d+-selective$')
+                GROUP BY ALL)
+            ORDER BY seed, topic
+            """,
+            {"prefix": _regex_literal(experiment)},
+        ).to_pylist()
+        return [TopicShare.model_validate(r) for r in rows]
+
+
+def _regex_literal(text: str) -> str:
+    # Experiment names are [A-Za-z0-9_.-]: only the dot needs escaping.
+    return text.replace(".", "\\.")
