@@ -83,6 +83,8 @@ def test_dpo_job_trains_and_saves_an_adapter(tiny_model, examples, tmp_path) -> 
         assert math.isfinite(s.loss)
         assert s.reward_margin is not None and math.isfinite(s.reward_margin)
         assert s.reward_accuracy is not None and s.step_time_s is not None
+        assert s.chosen_logp is not None and s.rejected_logp is not None
+        assert s.chosen_logp < 0 and s.rejected_logp < 0  # log-probabilities of whole answers
     # Step 1 is scored before any update and the fresh adapter starts as the identity (B = 0),
     # so policy == reference there: the DPO loss is exactly log 2 and the margin 0.
     assert result.log[0].loss == pytest.approx(math.log(2), abs=1e-5)

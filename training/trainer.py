@@ -58,6 +58,11 @@ class StepLog(BaseModel):
     loss: float
     reward_margin: float | None = None  # mean (chosen - rejected) implicit reward
     reward_accuracy: float | None = None  # fraction of pairs with chosen reward > rejected
+    # DPO: mean log-probability of the chosen and the rejected answers under the policy. A
+    # growing margin with a falling chosen log-prob means DPO pushes the rejected answers down
+    # rather than the right ones up.
+    chosen_logp: float | None = None
+    rejected_logp: float | None = None
     learning_rate: float | None = None
     step_time_s: float | None = None  # forward + backward + optimizer step, no data loading
 
@@ -193,6 +198,8 @@ class _StepRecorder:
             loss=float(logs["loss"]),
             reward_margin=_float_or_none(logs.get("rewards/margins")),
             reward_accuracy=_float_or_none(logs.get("rewards/accuracies")),
+            chosen_logp=_float_or_none(logs.get("logps/chosen")),
+            rejected_logp=_float_or_none(logs.get("logps/rejected")),
             learning_rate=_float_or_none(logs.get("learning_rate")),
             step_time_s=self.step_times[-1] if self.step_times else None,
         )
@@ -238,6 +245,7 @@ def _build_trainer(
     recorder: _StepRecorder,
     progress: bool,
 ) -> Trainer:
+    import torch
     from datasets import Dataset
     from peft import LoraConfig
 
@@ -260,9 +268,10 @@ def _build_trainer(
         "learning_rate": config.learning_rate,
         "max_length": config.max_length,
         "seed": config.seed,
-        # CPU: TRL defaults to bf16 autocast and gradient checkpointing; both only slow a
-        # small fp32 model down on CPU (and bf16 autocast is lossy there).
-        "use_cpu": True,
+        # A GPU when there is one, else the CPU (`[training.trl] use_cpu` overrides). TRL
+        # defaults to bf16 autocast and gradient checkpointing; both only slow a small fp32
+        # model down on CPU (and bf16 autocast is lossy there).
+        "use_cpu": not torch.cuda.is_available(),
         "bf16": False,
         "fp16": False,
         "gradient_checkpointing": False,
