@@ -110,7 +110,8 @@ def test_a_trained_adapter_goes_live_and_matches_in_process_peft(
     assert cli.main(["pairs", "--db", str(config.db)]) == 0
     assert cli.main(["train", "--db", str(config.db), "--config", str(toml), "--quiet"]) == 0
     assert cli.main(["promote", "--db", str(config.db), "v0001"]) == 0
-    assert Store(config.db).current_student(EMBEDDED_MODEL).version == "v0001"
+    version = Store(config.db).current_student(EMBEDDED_MODEL)
+    assert version.version == "v0001"
 
     result = run_lessons(config.with_overrides(run_id="after-training", lessons=2), progress=False)
     assert result.lessons_failed == 0
