@@ -186,22 +186,22 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
             if mastery.num_rows:
                 con.register("batch_mastery", mastery)
                 con.execute("INSERT OR IGNORE INTO mastery BY NAME SELECT * FROM batch_mastery")
-            # The lessons' counts come from question_outcomes, the one definition of first
-            # try and final, not from the writer's own arithmetic.
-            con.execute(
-                """
-                UPDATE lessons SET questions = q.questions, correct_first = q.correct_first,
-                       correct_after_reteach = q.fixed
-                FROM (SELECT lesson_id, count(*) AS questions,
-                             count(*) FILTER (WHERE correct_first) AS correct_first,
-                             count(*) FILTER (WHERE correct_final AND NOT correct_first)
-                                 AS fixed
-                      FROM question_outcomes
-                      WHERE lesson_id IN (SELECT lesson_id FROM batch_lessons)
-                      GROUP BY lesson_id) q
-                WHERE lessons.lesson_id = q.lesson_id
-                """
-            )
+            if messages.num_rows:
+                # The lessons' counts come from question_outcomes' definition (applied to the
+                # batch, which holds each lesson's every message), not the writer's arithmetic.
+                con.execute(
+                    """
+                    UPDATE lessons SET questions = q.questions, correct_first = q.correct_first,
+                           correct_after_reteach = q.fixed
+                    FROM (SELECT lesson_id, count(*) AS questions,
+                                 count(*) FILTER (WHERE correct_first) AS correct_first,
+                                 count(*) FILTER (WHERE correct_final AND NOT correct_first)
+                                     AS fixed
+                          FROM question_outcomes_of('batch_messages')
+                          GROUP BY lesson_id) q
+                    WHERE lessons.lesson_id = q.lesson_id
+                    """
+                )
             con.execute("COMMIT")
 
     # -- reads ----------------------------------------------------------------------------

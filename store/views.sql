@@ -12,7 +12,9 @@ ORDER BY lesson_id, turn;
 -- The one definition of "first try" and "final": the lessons table's counts, the teacher's
 -- estimate and the summaries all read it. `leaked`: a reteach stated the reference answer, so
 -- a right final answer may be copied; `correct_final_no_leaks` does not credit those.
-CREATE OR REPLACE VIEW question_outcomes AS
+-- A table macro over any relation of messages, so the writer can apply it to the batch it is
+-- writing (the view below applies it to the whole log).
+CREATE OR REPLACE MACRO question_outcomes_of(msgs) AS TABLE
 SELECT run_id, lesson_id, question_id, topic, difficulty, asked_at, correct_first,
        correct_final, reteaches, leaked,
        correct_first OR (correct_final AND NOT leaked) AS correct_final_no_leaks
@@ -25,10 +27,12 @@ FROM (
            count(*) FILTER (WHERE kind = 'reteach') AS reteaches,
            coalesce(bool_or((payload ->> '$.leaked')::BOOLEAN) FILTER (WHERE kind = 'reteach'),
                     false) AS leaked
-    FROM messages
+    FROM query_table(msgs)
     WHERE kind = 'critique' OR kind = 'reteach'
     GROUP BY run_id, lesson_id, question_id)
 WHERE correct_first IS NOT NULL;
+
+CREATE OR REPLACE VIEW question_outcomes AS SELECT * FROM question_outcomes_of('messages');
 
 -- Per run and topic: first-try accuracy vs accuracy after reteach (with and without credit
 -- for answers after a reteach that gave the answer away).
