@@ -143,6 +143,8 @@ def _compare(rows: list[Discordance], resamples: int) -> list[Comparison]:
     """Pool each (arm, reference, topic) over seeds, test, and adjust within each topic."""
     pooled: dict[tuple[str, str, str], list[int]] = {}
     for r in rows:
+        if r.arm == REFERENCES[0]:
+            continue  # base is the floor: "base vs uniform_sft" repeats "uniform_sft vs base"
         counts = pooled.setdefault((r.arm, r.against, r.topic), [0, 0, 0, 0])
         for i, n in enumerate((r.a_only, r.b_only, r.both, r.questions)):
             counts[i] += n

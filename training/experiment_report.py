@@ -57,7 +57,9 @@ def render_markdown(
             arm.arm,
             arm.data,
             arm.method or "-",
-            f"{_pct(arm.accuracy.mean)} [{_pct(arm.accuracy.low)}, {_pct(arm.accuracy.high)}]",
+            _pct(arm.accuracy.mean)
+            if arm.seeds < 2  # one seed: no interval over seeds (the paired tests still hold)
+            else f"{_pct(arm.accuracy.mean)} [{_pct(arm.accuracy.low)}, {_pct(arm.accuracy.high)}]",
         ]
         for reference in ("base", "uniform_sft"):
             c = summary.comparison(arm.arm, reference)
