@@ -249,6 +249,127 @@ def test_extract_json_object() -> None:
     assert extract_json_object("[1, 2]", []) is None
 
 
+# -- a merged LoRA adapter (issue 16) --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter for the tiny model with random (not zero) B weights, so merging it
+    changes what the model says."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0
+    )
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    adapter_dir = tmp_path_factory.mktemp("tiny-adapter") / "v0001"
+    peft_model.save_pretrained(adapter_dir)
+    return adapter_dir
+
+
+def _loaded(model_dir: Path, adapter_dir: Path | None, dtype: str) -> TransformersBackend:
+    b = TransformersBackend(model_dir, dtype=dtype, adapter_dir=adapter_dir)
+    b._load()
+    return b
+
+
+def _matrix_products(backend: TransformersBackend, requests: list[GenerationRequest]) -> list[Any]:
+    """The matrix-product kernels one generate call runs, with their input shapes, in order."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        backend._generate(requests)
+    kernels = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
+    return [(e.name, e.input_shapes) for e in prof.events() if e.name in kernels]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_merged_adapter_leaves_the_base_models_parameters_as_they_were(
+    tiny_dir: Path, tiny_adapter: Path, dtype: str
+) -> None:
+    """The cause of issue 16: PEFT froze every parameter and the merged model kept them frozen.
+    Dtype, tying and module types were already the base model's; the flags were not."""
+    base = _loaded(tiny_dir, None, dtype)._model
+    merged = _loaded(tiny_dir, tiny_adapter, dtype)._model
+    assert type(merged) is type(base)
+    assert [type(m) for m in merged.modules()] == [type(m) for m in base.modules()]
+    params = dict(merged.named_parameters())
+    assert list(params) == [n for n, _ in base.named_parameters()]
+    for name, p in base.named_parameters():
+        assert params[name].dtype == p.dtype, name
+        assert params[name].requires_grad == p.requires_grad, name
+    for model in (base, merged):
+        tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+        assert tied == bool(model.config.tie_word_embeddings)
+
+
+def test_merged_adapter_runs_the_base_models_matrix_products(
+    tiny_dir: Path, tiny_adapter: Path
+) -> None:
+    """The LM head reads the prompt's last position (a non-contiguous slice): with a frozen
+    weight PyTorch ran it as a bmm over the weight expanded per row instead of one mm."""
+    requests = [GenerationRequest(prompt=p, max_tokens=3) for p in PROMPTS[:3]]
+    base = _matrix_products(_loaded(tiny_dir, None, "bfloat16"), requests)
+    merged = _matrix_products(_loaded(tiny_dir, tiny_adapter, "bfloat16"), requests)
+    assert any(name == "aten::mm" for name, _ in base)
+    assert merged == base
+
+
+async def test_merged_adapter_replies_equal_unmerged_peft_replies(
+    tiny_dir: Path, tiny_adapter: Path
+) -> None:
+    """Greedy replies through the backend (merged; batched and one at a time) equal PEFT's with
+    the adapter unmerged, and differ from the base model's."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+
+    def greedy(model: Any, prompt: str, max_tokens: int) -> str:
+        encoded = tokenizer(prompt, return_tensors="pt")
+        with torch.inference_mode():
+            out = model.generate(
+                **encoded,
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                temperature=None,
+                top_k=None,
+                top_p=None,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new = out[0, encoded["input_ids"].shape[1] :].tolist()
+        if tokenizer.eos_token_id in new:
+            new = new[: new.index(tokenizer.eos_token_id) + 1]
+        return tokenizer.decode(new, skip_special_tokens=True)
+
+    base_model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    base_texts = [greedy(base_model, p, 10) for p in PROMPTS]
+    unmerged = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32), tiny_adapter
+    ).eval()
+    expected = [greedy(unmerged, p, 10) for p in PROMPTS]
+    assert expected != base_texts  # the adapter does something
+
+    b = TransformersBackend(tiny_dir, dtype="float32", adapter_dir=tiny_adapter)
+    try:
+        requests = [GenerationRequest(prompt=p, max_tokens=10) for p in PROMPTS]
+        batched = await run_all(b, requests)
+        alone = await run_alone(b, requests)
+    finally:
+        await b.aclose()
+    assert [c.text for c in batched] == expected
+    assert [c.text for c in alone] == expected
+
+
 # -- embedded model preparation (conversion faked; the real one is the slow test) ------------
 
 
