@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch  # here, in the main thread: the profiler must start where torch registered it
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from teachloop.agents.backends.base import Completion, GenerationRequest
@@ -43,7 +45,6 @@ SCENARIOS = [("8, one after another", 8, False), ("8 at once", 8, True), ("24 at
 
 def make_adapter(model_dir: Path, out: Path) -> Path:
     """A LoRA adapter shaped like the trainer's, B weights small and random (not zero)."""
-    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -99,8 +100,6 @@ def lm_head_kernel(backend: TransformersBackend) -> str:
 
 
 def machine() -> str:
-    import torch
-
     cpu = platform.processor() or "cpu"
     try:
         with open("/proc/cpuinfo") as f:
