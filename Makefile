@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_DB := runs/demo.duckdb
 
-.PHONY: demo demo-vllm test test-slow test-plain-install experiment lint install install-vllm clean
+.PHONY: demo demo-vllm test test-slow test-plain-install bench experiment lint install install-vllm clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,10 @@ test-plain-install:
 	"$$tmp/venv/bin/teachloop" sql --db "$$tmp/log.duckdb" 'SELECT count(*) AS runs FROM runs'; \
 	"$$tmp/venv/bin/teachloop" report --db "$$tmp/log.duckdb" --out "$$tmp/report" > /dev/null; \
 	echo "plain install: teachloop --help, sql and report work without extras"
+
+# Benchmarks that report ratios measured in one run (issue 14 grows this into the full set).
+bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/adapter_bench.py
 
 # The selective-vs-uniform experiment on the embedded model (README "Experiments"): long, a bench.
 experiment: install
