@@ -282,6 +282,11 @@ class ArmConfig(_Strict):
             raise ValueError(f"arm {self.name}: {self.method} needs preference pairs (selective)")
         if self.lesson and self.data != "selective":
             raise ValueError(f"arm {self.name}: lesson overrides apply to selective data only")
+        for section, model in (("lesson", LessonConfig), ("training", TrainingConfig)):
+            try:
+                model.model_validate(getattr(self, section))
+            except ValidationError as e:
+                raise ValueError(f"arm {self.name}: {section}.{_first_error(e)}") from None
         return self
 
 

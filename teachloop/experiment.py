@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict
 
 from teachloop.agents.backends import LoraAdapter, build_backend
 from teachloop.agents.prompts import student_prompt
-from teachloop.config import ArmConfig, RunConfig
+from teachloop.config import ArmConfig, RunConfig, TrainingConfig
 from teachloop.domains import DomainSet, Problem, heldout_problems, heldout_questions
 from teachloop.errors import TeachloopError
 from teachloop.store.experiments import ArmResult, ExperimentRecord, QuestionOutcome
@@ -114,9 +114,7 @@ def run_experiment(
                 data=arm.data,
                 method=arm.method,
                 examples=0 if arm.method is None else budget,
-                steps=0
-                if arm.method is None
-                else config.training.model_copy(update=arm.training).steps,
+                steps=0 if arm.method is None else arm_training(config, arm, seed).steps,
                 teacher_tokens=data.teacher_tokens.get(key, 0) if arm.data == "selective" else 0,
                 data_wall_s=data.lessons_wall_s.get(key, 0.0) if arm.data == "selective" else 0.0,
                 train_wall_s=trained_s,
@@ -240,6 +238,13 @@ def uniform_problems(
     return problems
 
 
+def arm_training(config: RunConfig, arm: ArmConfig, seed: int) -> TrainingConfig:
+    """The arm's training settings: ``[training]``, the arm's overrides, and the seed."""
+    return TrainingConfig.model_validate(
+        {**config.training.model_dump(), **arm.training, "seed": seed}
+    )
+
+
 def _arm_examples(arm: ArmConfig, data: SeedData) -> list[TrainingExample]:
     return data.uniform if arm.data == "uniform" else data.selective[_data_key(arm)]
 
@@ -256,7 +261,7 @@ def _train_arm(
 ) -> None:
     if out.exists():  # left by a run killed before its result was stored: not a result
         shutil.rmtree(out)
-    training = config.training.model_copy(update={**arm.training, "seed": seed})
+    training = arm_training(config, arm, seed)
     if arm.method != "sft_then_dpo":
         train_adapter(
             base_dir,

@@ -221,3 +221,32 @@ def test_an_openai_student_built_in_code_must_name_its_weights_too() -> None:
     assert RunConfig(teacher=unnamed).teacher == unnamed
     named = AgentConfig(backend="openai", endpoints=endpoints, model="/weights")
     assert RunConfig(student=named).student.model == "/weights"
+
+
+def test_experiment_arms_are_checked_when_the_config_is_read() -> None:
+    config = RunConfig.validated(
+        {
+            "experiment": {
+                "arms": [
+                    "base",
+                    {
+                        "name": "fast_dpo",
+                        "data": "selective",
+                        "method": "dpo",
+                        "training": {"learning_rate": 1e-3},
+                        "lesson": {"topic_policy": "uniform"},
+                    },
+                ]
+            }
+        }
+    )
+    assert [a.name for a in config.experiment.arm_configs()] == ["base", "fast_dpo"]
+    bad = {
+        "no_such_arm": ["bse"],
+        "unknown key": [{"name": "x", "data": "selective", "method": "sft", "training": {"lr": 1}}],
+        "needs preference pairs": [{"name": "x", "data": "uniform", "method": "dpo"}],
+        "same name": ["base", {"name": "base", "data": "uniform", "method": "sft"}],
+    }
+    for expected, arms in bad.items():
+        with pytest.raises(ConfigError, match=expected.replace("no_such_arm", "unknown arm")):
+            RunConfig.validated({"experiment": {"arms": arms}})
