@@ -126,7 +126,7 @@ def test_arms_get_equal_budgets_and_a_crash_redoes_only_the_unfinished_arm(
         f'db = "{config.db}"\ntopics = {list(config.topics)}\n[eval]\nper_topic = 5\n'
         f'[lesson]\nquestions = 2\n[teacher]\nmodel = "{tiny}"\ndtype = "float32"\n'
         f'max_tokens = 6\n[student]\nmodel = "{tiny}"\ndtype = "float32"\nmax_tokens = 6\n'
-        f"[training]\nsteps = 2\nbatch_size = 2\n[experiment]\nname = \"tiny\"\n"
+        f'[training]\nsteps = 2\nbatch_size = 2\n[experiment]\nname = "tiny"\n'
         f"seeds = [0, 1]\narms = {ARMS}\nexamples = 3\nlessons = 3\n"
     )
     assert cli.main(["experiment", "--config", str(path), "--quiet", "--out", str(tmp_path)]) == 0
