@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import adds_only_student
-from tiny_model import build_tiny_model
+from tiny_model import build_tiny_model, greedy_text, load_reference
 
 from teachloop.agents.backends.base import GenerationRequest
 from teachloop.agents.backends.scripted import ScriptedBackend
@@ -259,39 +259,6 @@ def tiny_with_adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
     return model_dir, adapter_dir
 
 
-def _unmerged(model_dir: Path, adapter_dir: Path | None):
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    if adapter_dir is not None:
-        model = PeftModel.from_pretrained(model, adapter_dir)
-    return tokenizer, model.eval()
-
-
-def _greedy_text(tokenizer, model, prompt: str, max_tokens: int) -> str:
-    import torch
-
-    encoded = tokenizer(prompt, return_tensors="pt")
-    with torch.inference_mode():
-        out = model.generate(
-            **encoded,
-            max_new_tokens=max_tokens,
-            do_sample=False,
-            temperature=None,
-            top_k=None,
-            top_p=None,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    new = out[0, encoded["input_ids"].shape[1] :].tolist()
-    eos = tokenizer.eos_token_id
-    if eos in new:
-        new = new[: new.index(eos) + 1]
-    return tokenizer.decode(new, skip_special_tokens=True)
-
-
 async def test_adapter_is_merged_and_matches_unmerged_peft(
     tiny_with_adapter: tuple[Path, Path],
 ) -> None:
@@ -305,8 +272,8 @@ async def test_adapter_is_merged_and_matches_unmerged_peft(
         # merged: plain transformers modules, no LoRA layers left at generation time
         assert not any("lora" in n for n, _ in backend._model.named_parameters())
 
-        tokenizer, peft_model = _unmerged(model_dir, adapter_dir)
-        _, base_model = _unmerged(model_dir, None)
+        tokenizer, peft_model = load_reference(model_dir, adapter_dir)
+        _, base_model = load_reference(model_dir)
         # Same next-token distribution (within float tolerance), hence the same argmax.
         for prompt in PROMPTS:
             ids = tokenizer(prompt, return_tensors="pt")
@@ -323,9 +290,9 @@ async def test_adapter_is_merged_and_matches_unmerged_peft(
         completions = await asyncio.wait_for(
             asyncio.gather(*(backend.complete(r) for r in requests)), 120
         )
-        expected = [_greedy_text(tokenizer, peft_model, p, 10) for p in PROMPTS]
+        expected = [greedy_text(tokenizer, peft_model, p, 10) for p in PROMPTS]
         assert [c.text for c in completions] == expected
-        base_texts = [_greedy_text(tokenizer, base_model, p, 10) for p in PROMPTS]
+        base_texts = [greedy_text(tokenizer, base_model, p, 10) for p in PROMPTS]
         assert expected != base_texts
         assert all(c.generation.model == f"{model_dir.name}+v0001" for c in completions)
     finally:

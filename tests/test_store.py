@@ -194,12 +194,18 @@ def test_merge_combines_logs_of_two_machines(make_config, tmp_path) -> None:
     assert runs == [{"run_id": "run-a"}, {"run_id": "run-b"}]
 
 
-def test_newer_schema_is_refused(tmp_path) -> None:
+def future_store(tmp_path) -> Path:
+    """A log written by a teachloop with a newer schema (version 99)."""
     db = tmp_path / "future.duckdb"
     Store(db)
     con = duckdb.connect(str(db))
     con.execute("UPDATE teachloop_meta SET value = '99' WHERE key = 'schema_version'")
     con.close()
+    return db
+
+
+def test_newer_schema_is_refused(tmp_path) -> None:
+    db = future_store(tmp_path)
     with pytest.raises(StoreError, match="schema version 99, newer than this teachloop"):
         Store(db)
 
@@ -364,11 +370,7 @@ def test_migrate_command_upgrades_an_older_log(tmp_path, capsys) -> None:
 
 
 def test_read_only_open_refuses_newer_and_foreign_files(tmp_path) -> None:
-    db = tmp_path / "future.duckdb"
-    Store(db)
-    con = duckdb.connect(str(db))
-    con.execute("UPDATE teachloop_meta SET value = '99' WHERE key = 'schema_version'")
-    con.close()
+    db = future_store(tmp_path)
     with pytest.raises(StoreError, match="schema version 99, newer than this teachloop"):
         Store.open(db, read_only=True)
     other = tmp_path / "other.duckdb"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tiny_model import build_tiny_model
+from tiny_model import build_tiny_model, greedy_text, load_reference
 
 from teachloop.agents import embedded
 from teachloop.agents.backends.base import Completion, GenerationRequest
@@ -328,35 +328,10 @@ async def test_merged_adapter_replies_equal_unmerged_peft_replies(
 ) -> None:
     """Greedy replies through the backend (merged; batched and one at a time) equal PEFT's with
     the adapter unmerged, and differ from the base model's."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
-
-    def greedy(model: Any, prompt: str, max_tokens: int) -> str:
-        encoded = tokenizer(prompt, return_tensors="pt")
-        with torch.inference_mode():
-            out = model.generate(
-                **encoded,
-                max_new_tokens=max_tokens,
-                do_sample=False,
-                temperature=None,
-                top_k=None,
-                top_p=None,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        new = out[0, encoded["input_ids"].shape[1] :].tolist()
-        if tokenizer.eos_token_id in new:
-            new = new[: new.index(tokenizer.eos_token_id) + 1]
-        return tokenizer.decode(new, skip_special_tokens=True)
-
-    base_model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
-    base_texts = [greedy(base_model, p, 10) for p in PROMPTS]
-    unmerged = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32), tiny_adapter
-    ).eval()
-    expected = [greedy(unmerged, p, 10) for p in PROMPTS]
+    tokenizer, base_model = load_reference(tiny_dir)
+    base_texts = [greedy_text(tokenizer, base_model, p, 10) for p in PROMPTS]
+    _, unmerged = load_reference(tiny_dir, tiny_adapter)
+    expected = [greedy_text(tokenizer, unmerged, p, 10) for p in PROMPTS]
     assert expected != base_texts  # the adapter does something
 
     b = TransformersBackend(tiny_dir, dtype="float32", adapter_dir=tiny_adapter)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>"]  # ids 0..3, as in Gemma
 
@@ -85,3 +86,39 @@ def build_tiny_model(dir: Path) -> Path:
     model.save_pretrained(dir)
     tokenizer.save_pretrained(dir)
     return dir
+
+
+def load_reference(model_dir: Path, adapter_dir: Path | None = None) -> tuple[Any, Any]:
+    """The tokenizer and the float32 model, with the LoRA adapter unmerged (plain PEFT) if
+    given: the reference the backend's merged adapter must reproduce."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter_dir is not None:
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    return tokenizer, model.eval()
+
+
+def greedy_text(tokenizer: Any, model: Any, prompt: str, max_tokens: int) -> str:
+    """Greedy generation with plain transformers, cut after EOS as the backend cuts it."""
+    import torch
+
+    encoded = tokenizer(prompt, return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(
+            **encoded,
+            max_new_tokens=max_tokens,
+            do_sample=False,
+            temperature=None,
+            top_k=None,
+            top_p=None,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    new = out[0, encoded["input_ids"].shape[1] :].tolist()
+    eos = tokenizer.eos_token_id
+    if eos in new:
+        new = new[: new.index(eos) + 1]
+    return tokenizer.decode(new, skip_special_tokens=True)
