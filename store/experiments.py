@@ -7,22 +7,19 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from teachloop.errors import StoreError
 from teachloop.store.base import DuckDBFile, utcnow
+from teachloop.store.records import Row
 
 
-class _Row(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ExperimentRecord(_Row):
+class ExperimentRecord(Row):
     experiment: str
     config: str = Field(description="the design as JSON: the run config without the seeds")
 
 
-class ArmResult(_Row):
+class ArmResult(Row):
     """One arm on one seed: its budget and its held-out score."""
 
     experiment: str
@@ -46,7 +43,7 @@ class ArmResult(_Row):
         return self.correct / self.questions if self.questions else 0.0
 
 
-class QuestionOutcome(_Row):
+class QuestionOutcome(Row):
     experiment: str
     seed: int
     arm: str
@@ -57,7 +54,7 @@ class QuestionOutcome(_Row):
     correct: bool
 
 
-class ArmAccuracy(_Row):
+class ArmAccuracy(Row):
     """An arm's held-out accuracy on one seed, overall (topic 'overall') or on one topic."""
 
     arm: str
@@ -67,7 +64,7 @@ class ArmAccuracy(_Row):
     accuracy: float
 
 
-class Discordance(_Row):
+class Discordance(Row):
     """Two arms' answers to the same held-out questions on one seed: how often only the first
     (``a_only``) or only the second (``b_only``) was right. McNemar's test reads these."""
 
@@ -81,7 +78,7 @@ class Discordance(_Row):
     both: int
 
 
-class TopicShare(_Row):
+class TopicShare(Row):
     """How much of a seed's selective lessons the teacher spent on a topic."""
 
     seed: int

@@ -14,14 +14,14 @@ from pydantic import BaseModel, ConfigDict
 from teachloop.records import ModelVersion
 
 
-class _Row(BaseModel):
+class Row(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 # -- lesson log aggregates ----------------------------------------------------------------------
 
 
-class RunSummary(_Row):
+class RunSummary(Row):
     """One row of the ``run_summary`` view."""
 
     run_id: str
@@ -44,7 +44,7 @@ class RunSummary(_Row):
     completion_tokens: int
 
 
-class TopicAccuracy(_Row):
+class TopicAccuracy(Row):
     """One row of the ``topic_accuracy`` view."""
 
     run_id: str
@@ -57,7 +57,7 @@ class TopicAccuracy(_Row):
     leaked_reteaches: int
 
 
-class TopicCounts(_Row):
+class TopicCounts(Row):
     """First-try outcomes on one topic (weighted: lessons of an earlier student version count
     less), and the difficulty the staircase last reached."""
 
@@ -67,7 +67,7 @@ class TopicCounts(_Row):
     difficulty: int | None
 
 
-class StrategyCounts(_Row):
+class StrategyCounts(Row):
     """Outcomes of the last reteach of each question, per topic and strategy (weighted)."""
 
     topic: str
@@ -76,7 +76,7 @@ class StrategyCounts(_Row):
     failures: float
 
 
-class MasteryCounts(_Row):
+class MasteryCounts(Row):
     """What a run's complete lessons showed (a resumed run rebuilds the teacher's estimate)."""
 
     topics: list[TopicCounts]
@@ -86,7 +86,7 @@ class MasteryCounts(_Row):
 # -- training tables ----------------------------------------------------------------------------
 
 
-class PreferencePair(_Row):
+class PreferencePair(Row):
     pair_id: str
     run_id: str
     lesson_id: str
@@ -101,13 +101,13 @@ class PreferencePair(_Row):
     created_at: datetime
 
 
-class PairBuild(_Row):
+class PairBuild(Row):
     lessons: int  # lessons consumed by this build
     added: dict[str, int]  # new pairs per rule
     unused: int  # pairs not yet consumed by a training job, after this build
 
 
-class TrainingJob(_Row):
+class TrainingJob(Row):
     job_id: str
     method: str
     from_version: str | None = None
@@ -120,7 +120,7 @@ class TrainingJob(_Row):
     finished_at: datetime | None = None
 
 
-class EvaluationRow(_Row):
+class EvaluationRow(Row):
     """One topic's score in one held-out evaluation (``eval_id`` names what was measured)."""
 
     eval_id: str

@@ -6,9 +6,9 @@ the topic. Everything shown comes from ``summarize_experiment``; nothing here co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from teachloop.training.comparison import ExperimentSummary
+from teachloop.training.report import figure
 
 ARMS_PNG = "experiment_arms.png"
 BUDGET_PNG = "experiment_budget.png"
@@ -119,17 +119,8 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _plot_arms(summary: ExperimentSummary, path: Path) -> None:
-    fig = _figure(max(6.0, 1.1 * len(summary.arms) + 2), 4.0)
+    fig = figure(max(6.0, 1.1 * len(summary.arms) + 2), 4.0)
     ax = fig.add_subplot()
     xs = range(len(summary.arms))
     means = [a.accuracy.mean for a in summary.arms]
@@ -147,7 +138,7 @@ def _plot_arms(summary: ExperimentSummary, path: Path) -> None:
 
 
 def _plot_budget(summary: ExperimentSummary, path: Path) -> None:
-    fig = _figure(10.0, 4.0)
+    fig = figure(10.0, 4.0)
     for i, (attr, label) in enumerate(
         (("teacher_tokens", "teacher tokens spent on the data"), ("train_wall_s", "training s"))
     ):
@@ -174,7 +165,7 @@ def _plot_budget(summary: ExperimentSummary, path: Path) -> None:
 
 
 def _plot_targeting(summary: ExperimentSummary, path: Path) -> None:
-    fig = _figure(6.0, 4.0)
+    fig = figure(6.0, 4.0)
     ax = fig.add_subplot()
     arms = [a.arm for a in summary.arms if a.arm != "base"]
     for j, arm in enumerate(arms):

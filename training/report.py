@@ -162,7 +162,7 @@ ORDER BY created_at, version
 # -- drawing ---------------------------------------------------------------------------------
 
 
-def _figure(width: float, height: float) -> Any:
+def figure(width: float, height: float) -> Any:
     """A figure on an Agg canvas (nothing global touched, safe in any thread)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -188,7 +188,7 @@ def _save(fig: Any, path: Path) -> Path:
 def _plot_accuracy(rows: list[dict[str, Any]], path: Path) -> Path:
     topics = [*rows[0]["topics"], "overall"]
     n = len(rows)
-    fig = _figure(max(6.0, 1.2 * len(topics) * max(1, n) / 2 + 2), 4.0)
+    fig = figure(max(6.0, 1.2 * len(topics) * max(1, n) / 2 + 2), 4.0)
     ax = fig.add_subplot()
     width = 0.8 / n
     for i, row in enumerate(rows):
@@ -210,7 +210,7 @@ def _plot_curves(rows: list[dict[str, Any]], path: Path) -> Path:
     topics = list(dict.fromkeys(r["topic"] for r in rows))
     cols = min(3, len(topics))
     nrows = math.ceil(len(topics) / cols)
-    fig = _figure(4.5 * cols, 3.2 * nrows)
+    fig = figure(4.5 * cols, 3.2 * nrows)
     axes = {t: fig.add_subplot(nrows, cols, i + 1) for i, t in enumerate(topics)}
     colors: dict[str, str] = {}
     for row in rows:
@@ -233,7 +233,7 @@ def _plot_curves(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def _plot_training(rows: list[dict[str, Any]], path: Path) -> Path:
-    fig = _figure(11.0, 4.0)
+    fig = figure(11.0, 4.0)
     loss_ax, margin_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for row in rows:
         label = f"{row['job_id']} ({row['method']})"
@@ -255,7 +255,7 @@ def _plot_training(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def _plot_pairs(rows: list[dict[str, Any]], path: Path) -> Path:
-    fig = _figure(max(5.0, 1.2 * len(rows) + 2), 3.6)
+    fig = figure(max(5.0, 1.2 * len(rows) + 2), 3.6)
     ax = fig.add_subplot()
     bars = ax.bar([r["rule"] for r in rows], [r["pairs"] for r in rows], color="C2")
     ax.bar_label(bars)
