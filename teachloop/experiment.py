@@ -21,6 +21,7 @@ Lessons are logged like any run (run ids ``<name>-s<seed>-<data>``) and resume b
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import shutil
@@ -33,7 +34,7 @@ from pydantic import BaseModel, ConfigDict
 from teachloop.agents.backends import LoraAdapter, build_backend
 from teachloop.agents.prompts import student_prompt
 from teachloop.config import ArmConfig, RunConfig, TrainingConfig
-from teachloop.domains import DomainSet, Problem, heldout_problems, heldout_questions
+from teachloop.domains import DomainSet, Problem, distinct_problems, heldout_problems
 from teachloop.errors import TeachloopError
 from teachloop.store.experiments import ArmResult, ExperimentRecord, QuestionOutcome
 from teachloop.store.store import Store
@@ -75,6 +76,7 @@ def run_experiment(
     out = out or config.db.parent / "experiments" / exp.name
     domains = build_domains(config)
     heldout = heldout_problems(domains, config.topics, config.eval.per_topic, config.eval.seed)
+    reserved = frozenset(p.question for p in heldout)  # no training example is held out
     base_dir = resolve_model_path(config.student.model)
     done = {(r.seed, r.arm) for r in store.arm_results(exp.name)}
     arms = exp.arm_configs()
@@ -83,7 +85,7 @@ def run_experiment(
         todo = [a for a in arms if (seed, a.name) not in done]
         if not todo:
             continue
-        data = _seed_data(config, store, domains, seed, todo, progress=progress)
+        data = _seed_data(config, store, domains, reserved, seed, todo, progress=progress)
         budget = min([exp.examples, len(data.uniform), *(len(v) for v in data.selective.values())])
         if budget == 0 and any(a.method for a in todo):
             raise TeachloopError(
@@ -162,6 +164,7 @@ def _seed_data(
     config: RunConfig,
     store: Store,
     domains: DomainSet,
+    reserved: frozenset[str],
     seed: int,
     arms: list[ArmConfig],
     *,
@@ -170,7 +173,6 @@ def _seed_data(
     from teachloop.graphs.runner import run_lessons
 
     exp = config.experiment
-    reserved = heldout_questions(domains, config.topics, config.eval.per_topic, config.eval.seed)
     selective: dict[str, list[TrainingExample]] = {}
     tokens: dict[str, int] = {}
     wall: dict[str, float] = {}
@@ -213,29 +215,19 @@ def uniform_problems(
 ) -> list[Problem]:
     """``n`` problems evenly over topics (in turn) and difficulties (cycling 1..5), none of them
     held out and none twice: what standard distillation trains on."""
-    rng = random.Random(f"uniform/{seed}")
     seen = set(reserved)
-    problems: list[Problem] = []
-    for k in range(n):
-        topic = topics[k % len(topics)]
-        level = (k // len(topics)) % 5  # difficulty 1 + level; the next ones if it runs dry
-        problem = next(
-            (
-                p
-                for d in range(5)
-                for p in (
-                    domains.domain_for(topic).generate(topic, 1 + (level + d) % 5, rng)
-                    for _ in range(50)
-                )
-                if p.question not in seen
-            ),
-            None,
+    per_topic = [
+        distinct_problems(
+            domains.domain_for(topic),
+            topic,
+            n // len(topics) + (i < n % len(topics)),
+            random.Random(f"uniform/{seed}/{topic}"),
+            seen,
         )
-        if problem is None:
-            break  # the topic has no fresh questions left (a small question bank)
-        seen.add(problem.question)
-        problems.append(problem)
-    return problems
+        for i, topic in enumerate(topics)
+    ]
+    # Topics in turn (a topic that ran dry just drops out).
+    return [p for turn in itertools.zip_longest(*per_topic) for p in turn if p is not None]
 
 
 def arm_training(config: RunConfig, arm: ArmConfig, seed: int) -> TrainingConfig:

@@ -33,7 +33,7 @@ from teachloop.domains.base import (
     Verdict,
     exact_verdict,
 )
-from teachloop.domains.heldout import heldout_problems, heldout_questions
+from teachloop.domains.heldout import distinct_problems, heldout_problems, heldout_questions
 from teachloop.domains.units import UnitsDomain
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ __all__ = [
     "answers_match",
     "build_domains",
     "builtin_domains",
+    "distinct_problems",
     "error_category",
     "exact_verdict",
     "heldout_problems",

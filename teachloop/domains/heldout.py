@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from teachloop.domains.base import MAX_DIFFICULTY, MIN_DIFFICULTY, DomainSet, Problem
+from teachloop.domains.base import MAX_DIFFICULTY, MIN_DIFFICULTY, Domain, DomainSet, Problem
 
 # Fresh draws tried at one difficulty before moving on (a question bank may run out).
 _DRAWS_PER_DIFFICULTY = 50
@@ -36,22 +36,32 @@ def heldout_problems(
     seen: set[str] = set()
     problems: list[Problem] = []
     for topic in dict.fromkeys(topics):  # a topic named twice is evaluated once
-        domain = domains.domain_for(topic)
         rng = random.Random(f"heldout/{seed}/{topic}")
-        for i in range(per_topic):
-            problem = None
-            for difficulty in _difficulties(i):
-                for _ in range(_DRAWS_PER_DIFFICULTY):
-                    candidate = domain.generate(topic, difficulty, rng)
-                    if candidate.question not in seen:
-                        problem = candidate
-                        break
-                if problem is not None:
+        problems += distinct_problems(domains.domain_for(topic), topic, per_topic, rng, seen)
+    return problems
+
+
+def distinct_problems(
+    domain: Domain, topic: str, count: int, rng: random.Random, seen: set[str]
+) -> list[Problem]:
+    """Up to ``count`` problems of ``topic``, the i-th at a difficulty cycling 1..5 (the next
+    levels when one runs dry), none whose question is in ``seen``, which grows with them. Fewer
+    when the domain has no fresh questions left (a small question bank)."""
+    problems: list[Problem] = []
+    for i in range(count):
+        problem = None
+        for difficulty in _difficulties(i):
+            for _ in range(_DRAWS_PER_DIFFICULTY):
+                candidate = domain.generate(topic, difficulty, rng)
+                if candidate.question not in seen:
+                    problem = candidate
                     break
-            if problem is None:
-                break  # this topic has no fresh questions left
-            seen.add(problem.question)
-            problems.append(problem)
+            if problem is not None:
+                break
+        if problem is None:
+            break  # this topic has no fresh questions left
+        seen.add(problem.question)
+        problems.append(problem)
     return problems
 
 
