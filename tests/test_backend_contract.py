@@ -1,6 +1,7 @@
 """The backend contract (the ``Backend`` docstring in agents/backends/base.py), item by item, on
-every backend: the scripted one, ``TransformersBackend`` on the tiny random model and
-``OpenAIBackend`` (both APIs) against the fake server.
+every backend: the scripted one, a ``FunctionBackend`` on an async function,
+``TransformersBackend`` on the tiny random model and ``OpenAIBackend`` (both APIs) against the
+fake server.
 
 In the style of LangGraph's checkpointer conformance tests: one parametrized fixture builds each
 backend, each test is one item of the contract, and a backend's exemption from an item (stated in
@@ -26,6 +27,7 @@ from fake_openai import FakeOpenAIServer, free_port
 from tiny_model import build_tiny_model
 
 from teachloop.agents.backends.base import Backend, Completion, GenerationRequest
+from teachloop.agents.backends.function import FunctionBackend
 from teachloop.agents.backends.openai_backend import OpenAIBackend
 from teachloop.agents.backends.scripted import ScriptedBackend
 from teachloop.agents.backends.transformers_backend import TransformersBackend
@@ -35,7 +37,7 @@ from teachloop.errors import BackendUnavailable
 
 pytestmark = pytest.mark.timeout(60)
 
-KINDS = ["scripted", "transformers", "openai-completions", "openai-chat"]
+KINDS = ["scripted", "function", "transformers", "openai-completions", "openai-chat"]
 PROMPT = "Question: What is 2 + 3?\nAnswer:"
 PROMPTS = [
     PROMPT,
@@ -75,6 +77,8 @@ class Case:
     model: str  # what Generation.model says
     endpoint: str  # what Generation.endpoint says
     server: FakeOpenAIServer | None = None
+    requests: list[GenerationRequest] | None = None  # what a function backend was given
+    delay_s: list[float] | None = None  # how long a function backend's function takes
 
     async def complete(self, prompt: str = PROMPT, **kw: object) -> Completion:
         request = GenerationRequest(prompt=prompt, **kw)  # type: ignore[arg-type]
@@ -98,6 +102,17 @@ async def case(request: pytest.FixtureRequest, tiny_dir: Path) -> AsyncIterator[
             lambda r: model_text(r.prompt, r.max_tokens), name="scripted-model"
         )
         made = Case(kind, respond, model="scripted-model", endpoint="scripted")
+    elif kind == "function":
+        seen: list[GenerationRequest] = []
+        delay = [0.0]
+
+        async def model(r: GenerationRequest) -> str:
+            seen.append(r)
+            await asyncio.sleep(delay[0])
+            return model_text(r.prompt, r.max_tokens)
+
+        made = Case(kind, FunctionBackend(model), model="model", endpoint="function")
+        made.requests, made.delay_s = seen, delay
     elif kind == "transformers":
         # float32: a request's greedy output is then the same in any batch (see the contract).
         tiny = TransformersBackend(tiny_dir, dtype="float32", batch_window_s=0.02, name="tiny")
@@ -169,9 +184,9 @@ async def test_json_schema_is_followed_or_validated_and_retried(case: Case) -> N
         # raw reply comes back, costing all attempts (the first of which is the greedy reply).
         plain = await case.complete(max_tokens=12)
         assert reply.generation.completion_tokens > plain.generation.completion_tokens
-    else:  # exemption: the script gets the schema and decides
-        assert isinstance(case.backend, ScriptedBackend)
-        assert case.backend.requests[-1].json_schema == SCHEMA
+    else:  # exemption: the script or function gets the schema and decides
+        requests = case.requests if case.requests is not None else case.backend.requests  # type: ignore[attr-defined]
+        assert requests[-1].json_schema == SCHEMA
 
 
 # -- temperature 0 and concurrency -----------------------------------------------------------
@@ -211,14 +226,21 @@ def _one_line(err: pytest.ExceptionInfo[BaseException]) -> str:
 async def test_a_backend_that_cannot_serve_raises_backend_unavailable(
     case: Case, tmp_path: Path
 ) -> None:
-    if case.kind == "scripted":  # exemption: never unavailable; the script's errors propagate
+    if case.kind in ("scripted", "function"):
+        # exemption: the script's or function's errors propagate as they are; a function that
+        # returns something other than text is a malformed reply
         await case.backend.check()
 
         def broken(request: GenerationRequest) -> str:
             raise KeyError("the script's own error")
 
+        kind = ScriptedBackend if case.kind == "scripted" else FunctionBackend
         with pytest.raises(KeyError, match="the script's own error"):
-            await ScriptedBackend(broken).complete(GenerationRequest(prompt="x"))
+            await kind(broken).complete(GenerationRequest(prompt="x"))
+        if case.kind == "function":
+            with pytest.raises(BackendUnavailable) as err:
+                await FunctionBackend(lambda r: None).complete(GenerationRequest(prompt="x"))  # type: ignore[arg-type, return-value]
+            assert "return the reply text" in _one_line(err)
         return
     if case.kind == "transformers":
         down: Backend = TransformersBackend(tmp_path / "no-model")
@@ -281,6 +303,8 @@ async def test_aclose_may_be_repeated_and_later_calls_fail(case: Case) -> None:
 async def test_aclose_fails_calls_in_flight_rather_than_leaving_them_waiting(case: Case) -> None:
     if isinstance(case.backend, ScriptedBackend):
         case.backend.delay_s = 0.5
+    if case.delay_s is not None:
+        case.delay_s[0] = 0.5
     if case.server is not None:
         case.server.delay_s = 1.0  # the requests reach the server, which answers late
     calls = [asyncio.create_task(case.backend.complete(GenerationRequest(prompt=p)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from teachloop.agents.backends.base import Backend, Completion, GenerationRequest, LoraAdapter
+from teachloop.agents.backends.function import FunctionBackend, langchain_backend
 from teachloop.config import EMBEDDED_MODEL, Role, RunConfig
 from teachloop.errors import ConfigError
 
@@ -83,8 +84,10 @@ def build_backends(
 __all__ = [
     "Backend",
     "Completion",
+    "FunctionBackend",
     "GenerationRequest",
     "LoraAdapter",
     "build_backend",
     "build_backends",
+    "langchain_backend",
 ]

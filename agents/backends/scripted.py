@@ -2,10 +2,9 @@
 
 Never a default: configs cannot select it; tests pass it to the runner explicitly.
 
-Its exemptions from the `Backend` contract: the script decides the text (max_tokens and
-json_schema are the script's to honour; stop strings are applied here), token counts are
-whitespace-separated words, latency is 0, it is never unavailable (an exception the script
-raises propagates as it is), and it keeps answering after ``aclose()``.
+It is a `FunctionBackend` with two more exemptions from the `Backend` contract, so scripted runs
+are reproducible to the byte: latency is reported as 0, and it keeps answering after
+``aclose()``. Its script is synchronous; ``delay_s`` makes each call take that long.
 """
 
 from __future__ import annotations
@@ -13,16 +12,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from teachloop.agents.backends.base import Backend, Completion, GenerationRequest, truncate_at_stop
-from teachloop.messages import Generation
+from teachloop.agents.backends.base import Completion, GenerationRequest
+from teachloop.agents.backends.function import FunctionBackend
 
 Responder = Callable[[GenerationRequest], str]
 
 
-class ScriptedBackend(Backend):
+class ScriptedBackend(FunctionBackend):
+    endpoint = "scripted"
+
     def __init__(self, respond: Responder, *, name: str = "scripted", delay_s: float = 0.0) -> None:
-        self.respond = respond
-        self.name = name
+        super().__init__(respond, name=name)
         self.delay_s = delay_s
         self.requests: list[GenerationRequest] = []
 
@@ -30,13 +30,10 @@ class ScriptedBackend(Backend):
         self.requests.append(request)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        text = truncate_at_stop(self.respond(request), request.stop)
-        return Completion(
-            text=text,
-            generation=Generation(
-                model=self.name,
-                endpoint="scripted",
-                prompt_tokens=len(request.prompt.split()),
-                completion_tokens=len(text.split()),
-            ),
-        )
+        return await super().complete(request)
+
+    def _latency(self, measured: float) -> float:
+        return 0.0
+
+    async def aclose(self) -> None:
+        return None  # holds nothing, keeps answering
