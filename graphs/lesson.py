@@ -1,4 +1,8 @@
-"""One lesson as a LangGraph state machine.
+"""One lesson as a LangGraph state machine, public so a LangGraph user can run, stream, checkpoint
+and embed it (README, "From Python"):
+
+    graph = lesson_graph(config, teacher=teacher_backend, student=student_backend)
+    state = await graph.ainvoke(initial_state("my-run", "my-run-L0"))
 
     pick_topic -> ask -> answer -> critique -+-> update_mastery -+-> pick_topic (next question)
                             ^                |                   +-> END (budget spent / mastered)
@@ -15,19 +19,21 @@ from __future__ import annotations
 
 import operator
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal, TypedDict, TypeVar
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from teachloop.agents.backends.base import Backend
 from teachloop.agents.mastery import BetaEstimate, LiveEstimate, MasteryModel, TopicState
 from teachloop.agents.student import Student
 from teachloop.agents.teacher import Teacher
-from teachloop.config import LessonConfig
-from teachloop.domains import Problem
+from teachloop.config import LessonConfig, RunConfig
+from teachloop.domains import Domain, DomainSet, Problem, heldout_questions
 from teachloop.messages import (
     Answer,
     Critique,
@@ -44,6 +50,18 @@ M = TypeVar("M", Question, Answer, Critique, Reteach)
 
 
 class LessonState(TypedDict):
+    """A lesson's state, as ``ainvoke`` returns it and as a parent graph shares it.
+
+    run_id, lesson_id, lesson_index, started_at: the lesson's identity (``initial_state``).
+    messages: every ``Question``, ``Answer``, ``Critique`` and ``Reteach`` in turn order (each
+        node appends; ``stream_mode="updates"`` shows each one as it is produced).
+    snapshots: the mastery estimate of each question's topic after it was judged.
+    mastery: the run's estimate as this lesson's last choice or update saw it.
+    topic, difficulty, problem, attempt: the question in progress (its problem holds the
+        reference answer: never shown to the student).
+    questions_asked: questions judged so far; end_reason: why the lesson ended (None until then).
+    """
+
     run_id: str
     lesson_id: str
     lesson_index: int
@@ -61,12 +79,16 @@ class LessonState(TypedDict):
     end_reason: EndReason | None
 
 
-def initial_state(run_id: str, lesson_id: str, lesson_index: int, now: datetime) -> LessonState:
+def initial_state(
+    run_id: str, lesson_id: str, lesson_index: int = 0, now: datetime | None = None
+) -> LessonState:
+    """The input of a new lesson. Its ids go into every message it logs: keep them unique per
+    store (the runner uses ``<run_id>-L<index>``)."""
     return LessonState(
         run_id=run_id,
         lesson_id=lesson_id,
         lesson_index=lesson_index,
-        started_at=now,
+        started_at=now or datetime.now(UTC),
         mastery=MasteryModel(),
         messages=[],
         snapshots=[],
@@ -88,6 +110,55 @@ class LessonAgents:
     seed: int
     # The run's estimate, shared by its lessons; a graph of its own starts from the prior.
     estimate: LiveEstimate = field(default_factory=lambda: LiveEstimate(MasteryModel()))
+
+    @classmethod
+    def from_config(
+        cls, config: RunConfig, domains: DomainSet, teacher: Backend, student: Backend
+    ) -> LessonAgents:
+        """The agents ``config`` describes, on the given backends; the teacher never asks a
+        question of the config's held-out set."""
+        return cls(
+            teacher=Teacher(
+                teacher,
+                domains,
+                max_tokens=config.teacher.max_tokens,
+                temperature=config.teacher.temperature,
+                reserved=heldout_questions(
+                    domains, config.topics, config.eval.per_topic, config.eval.seed
+                ),
+                policy=config.lesson,
+            ),
+            student=Student(
+                student,
+                max_tokens=config.student.max_tokens,
+                temperature=config.student.temperature,
+            ),
+            topics=config.topics,
+            lesson=config.lesson,
+            seed=config.seed,
+        )
+
+
+def lesson_graph(
+    config: RunConfig,
+    *,
+    teacher: Backend,
+    student: Backend,
+    domains: Sequence[Domain] = (),
+    checkpointer: BaseCheckpointSaver | None = None,
+) -> CompiledStateGraph:
+    """The compiled lesson graph for ``config``'s topics and lesson settings, with the teacher
+    and student on the given backends (``build_backends(config)``, or a ``FunctionBackend``)
+    and ``domains`` beside the config's own. Pass any LangGraph checkpointer (in-memory,
+    SQLite, Postgres) to make lessons resumable by thread id; leave it out to embed the graph
+    as a subgraph of yours (it then uses the parent's). Nothing is logged: ``run_lessons``
+    logs what it runs; a graph of your own logs what you choose (``Store.write_lessons``)."""
+    from teachloop.domains import build_domains
+
+    agents = LessonAgents.from_config(
+        config, build_domains(config.with_domains(domains)), teacher, student
+    )
+    return build_lesson_graph(agents, checkpointer)
 
 
 def _rng(agents: LessonAgents, state: LessonState) -> random.Random:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from teachloop.agents.backends import Backend, LoraAdapter, build_backends
 from teachloop.agents.mastery import MasteryModel
-from teachloop.agents.student import Student
-from teachloop.agents.teacher import Teacher
 from teachloop.config import RunConfig
-from teachloop.domains import DomainSet, build_domains, heldout_questions
+from teachloop.domains import Domain, DomainSet, build_domains
 from teachloop.errors import BackendUnavailable
 from teachloop.graphs.lesson import (
     CHECKPOINT_TYPES,
@@ -35,6 +34,7 @@ from teachloop.graphs.lesson import (
 )
 from teachloop.graphs.summary import RunResult, summarize
 from teachloop.records import (
+    AnyMessage,
     EndReason,
     LessonLog,
     LessonRecord,
@@ -45,6 +45,9 @@ from teachloop.records import (
 from teachloop.store.store import Store
 
 _FLUSH_EVERY_S = 1.0
+
+# Called with each message as a lesson produces it (streaming, `teachloop run --follow`).
+OnMessage = Callable[[AnyMessage], None]
 
 
 def checkpoint_path(db: Path) -> Path:
@@ -58,18 +61,26 @@ def lesson_id(run_id: str, index: int) -> str:
 def run_lessons(
     config: RunConfig,
     *,
+    domains: Sequence[Domain] = (),
     teacher_backend: Backend | None = None,
     student_backend: Backend | None = None,
     progress: bool = True,
+    on_message: OnMessage | None = None,
 ) -> RunResult:
     """Run ``config.lessons`` lessons and log them to ``config.db``; returns the run's summary.
-    Backends default to what the config describes (tests pass scripted ones)."""
+
+    ``domains``: your own ``Domain`` instances, beside the built-in ones and the config's
+    (``config.topics`` names the topics to teach). Backends default to what the config
+    describes; pass any ``Backend`` (e.g. a ``FunctionBackend``) to put your own model behind a
+    role (you then close it). ``on_message`` is called with each message as it is produced."""
     return asyncio.run(
         arun_lessons(
             config,
+            domains=domains,
             teacher_backend=teacher_backend,
             student_backend=student_backend,
             progress=progress,
+            on_message=on_message,
         )
     )
 
@@ -77,11 +88,15 @@ def run_lessons(
 async def arun_lessons(
     config: RunConfig,
     *,
+    domains: Sequence[Domain] = (),
     teacher_backend: Backend | None = None,
     student_backend: Backend | None = None,
     progress: bool = True,
+    on_message: OnMessage | None = None,
 ) -> RunResult:
-    domains = build_domains(config)
+    """``run_lessons`` in a running event loop."""
+    config = config.with_domains(domains)
+    domain_set = build_domains(config)
     store = Store(config.db)
     config = config.with_run_id()
     run_id = config.run_id
@@ -97,13 +112,72 @@ async def arun_lessons(
         for backend in {id(b): b for b in (teacher_backend, student_backend)}.values():
             await backend.check()
         runner = _Runner(
-            config, run_id, store, domains, teacher_backend, student_backend, student_version
+            config,
+            run_id,
+            store,
+            domain_set,
+            teacher_backend,
+            student_backend,
+            student_version,
+            on_message,
         )
         return await runner.run(progress=progress)
     finally:
         if owned:
             for backend in {id(b): b for b in (teacher_backend, student_backend)}.values():
                 await backend.aclose()
+
+
+class LessonStream:
+    """The messages of a run as they are produced: ``async for message in stream``. The run
+    logs everything to the store exactly as ``run_lessons`` does; once the iteration ends,
+    ``result`` is its summary. Messages of different lessons interleave; each lesson's come
+    in turn order. Leaving the loop early stops the run (its lessons resume on a rerun)."""
+
+    def __init__(self, config: RunConfig, **run: object) -> None:
+        self.config = config
+        self.run = run
+        self.result: RunResult | None = None
+
+    async def __aiter__(self) -> AsyncIterator[AnyMessage]:
+        queue: asyncio.Queue[AnyMessage | None] = asyncio.Queue()
+
+        async def drive() -> RunResult:
+            try:
+                return await arun_lessons(
+                    self.config, on_message=queue.put_nowait, progress=False, **self.run
+                )  # type: ignore[arg-type]
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(drive())
+        try:
+            while (message := await queue.get()) is not None:
+                yield message
+            self.result = await task  # the run's own error, if it failed
+        finally:
+            if not task.done():
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+
+
+def stream_lessons(
+    config: RunConfig,
+    *,
+    domains: Sequence[Domain] = (),
+    teacher_backend: Backend | None = None,
+    student_backend: Backend | None = None,
+) -> LessonStream:
+    """Run lessons as ``run_lessons`` does and yield each ``Question``, ``Answer``,
+    ``Critique`` and ``Reteach`` as it is produced:
+
+        async for message in stream_lessons(config):
+            print(message.kind, message.lesson_id)
+    """
+    return LessonStream(
+        config, domains=domains, teacher_backend=teacher_backend, student_backend=student_backend
+    )
 
 
 class _Runner:
@@ -116,32 +190,15 @@ class _Runner:
         teacher_backend: Backend,
         student_backend: Backend,
         student_version: ModelVersion,
+        on_message: OnMessage | None = None,
     ) -> None:
         self.config = config
         self.student_version = student_version
         self.student_model = f"{config.student.model}@{student_version.version}"
         self.run_id = run_id
         self.store = store
-        self.agents = LessonAgents(
-            teacher=Teacher(
-                teacher_backend,
-                domains,
-                max_tokens=config.teacher.max_tokens,
-                temperature=config.teacher.temperature,
-                reserved=heldout_questions(
-                    domains, config.topics, config.eval.per_topic, config.eval.seed
-                ),
-                policy=config.lesson,
-            ),
-            student=Student(
-                student_backend,
-                max_tokens=config.student.max_tokens,
-                temperature=config.student.temperature,
-            ),
-            topics=config.topics,
-            lesson=config.lesson,
-            seed=config.seed,
-        )
+        self.agents = LessonAgents.from_config(config, domains, teacher_backend, student_backend)
+        self.on_message = on_message
         self.pending: list[LessonLog] = []
         self.failed: list[str] = []
 
@@ -213,12 +270,12 @@ class _Runner:
         try:
             if not snapshot.values:
                 start = initial_state(self.run_id, lid, index, datetime.now(UTC))
-                await graph.ainvoke(start, thread)
+                await self._drive(graph, start, thread)
             elif snapshot.tasks:
                 # Interrupted mid-lesson: continue from the checkpoint. `tasks`, not `next`: a
                 # task whose writes were saved before the kill is no longer in `next`, but its
                 # writes are not applied to the state until the graph resumes.
-                await graph.ainvoke(None, thread)
+                await self._drive(graph, None, thread)
         except BackendUnavailable as e:  # ends the run; this lesson records why
             await self._log_unfinished(graph, thread, LessonStatus.failed, _one_line(e))
             raise
@@ -229,7 +286,20 @@ class _Runner:
             error = _one_line(e)
             self.failed.append(lid)
         state: LessonState = (await graph.aget_state(thread)).values
-        self.pending.append(_lesson_log(state, error))
+        self.pending.append(lesson_log(state, error))
+
+    async def _drive(
+        self, graph: CompiledStateGraph, start: LessonState | None, thread: dict
+    ) -> None:
+        """Run the lesson to its end; with ``on_message``, stream each node's update and hand
+        on the messages it added (a resumed lesson's earlier ones were handed on before)."""
+        if self.on_message is None:
+            await graph.ainvoke(start, thread)
+            return
+        async for update in graph.astream(start, thread, stream_mode="updates"):
+            for node_update in update.values():
+                for message in (node_update or {}).get("messages", ()):
+                    self.on_message(message)
 
     async def _log_unfinished(
         self, graph: CompiledStateGraph, thread: dict, status: LessonStatus, error: str | None
@@ -239,7 +309,7 @@ class _Runner:
         the row. Messages keep their stable ids, so nothing is duplicated."""
         state = (await graph.aget_state(thread)).values
         if state:
-            log = _lesson_log(state, error, status=status)
+            log = lesson_log(state, error, status=status)
             self.pending.append(log)
 
     async def _flush_periodically(self, stop: asyncio.Event) -> None:
@@ -278,9 +348,11 @@ def _one_line(e: Exception) -> str:
     return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
-def _lesson_log(
-    state: LessonState, error: str | None, status: LessonStatus | None = None
+def lesson_log(
+    state: LessonState, error: str | None = None, status: LessonStatus | None = None
 ) -> LessonLog:
+    """A lesson's final (or last checkpointed) state as the store logs it
+    (``Store.write_lessons``): what a graph of your own uses to log its lessons."""
     if status is None:
         status = LessonStatus.failed if error else LessonStatus.complete
     if status is LessonStatus.interrupted:

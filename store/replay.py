@@ -49,3 +49,9 @@ def render_transcript(messages: list[Message], fmt: Format = "text") -> str:
         lines.append(f"[{m.turn:>2}] {m.sender.value:<7} {_header(m)}")
         lines.extend(f"       {line}" for line in _body(m).splitlines())
     return "\n".join(lines)
+
+
+def render_line(m: Message) -> str:
+    """One message on one line, for watching a run live (``teachloop run --follow``)."""
+    text = " ".join(_body(m).split())
+    return f"{m.lesson_id} [{m.turn:>2}] {m.sender.value:<7} {_header(m)} | {text}"

@@ -3,6 +3,9 @@ message to DuckDB, and trains the student on its own mistakes.
 
     from teachloop import RunConfig, run_lessons
     result = run_lessons(RunConfig.from_file("examples/arithmetic.toml"))
+
+More in README, "From Python": streaming (``stream_lessons``), the lesson graph itself
+(``lesson_graph``), own domains (``Domain``) and own models (``FunctionBackend``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from teachloop.errors import TeachloopError
 from teachloop.messages import Answer, Critique, Message, Question, Reteach, parse_message
 
 if TYPE_CHECKING:
-    from teachloop.graphs.runner import arun_lessons, run_lessons
+    from teachloop.agents.backends import Backend, FunctionBackend, GenerationRequest
+    from teachloop.domains import Domain, Problem, Verdict
+    from teachloop.graphs.lesson import initial_state, lesson_graph
+    from teachloop.graphs.runner import arun_lessons, run_lessons, stream_lessons
     from teachloop.graphs.summary import RunResult
     from teachloop.store.store import Store
 
@@ -22,6 +28,15 @@ _LAZY = {
     # Imported on first use: they pull in LangGraph, DuckDB and (for models) torch.
     "run_lessons": "teachloop.graphs.runner",
     "arun_lessons": "teachloop.graphs.runner",
+    "stream_lessons": "teachloop.graphs.runner",
+    "lesson_graph": "teachloop.graphs.lesson",
+    "initial_state": "teachloop.graphs.lesson",
+    "Backend": "teachloop.agents.backends",
+    "FunctionBackend": "teachloop.agents.backends",
+    "GenerationRequest": "teachloop.agents.backends",
+    "Domain": "teachloop.domains",
+    "Problem": "teachloop.domains",
+    "Verdict": "teachloop.domains",
     "RunResult": "teachloop.graphs.summary",
     "Store": "teachloop.store.store",
 }
@@ -37,15 +52,24 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "Answer",
+    "Backend",
     "Critique",
+    "Domain",
+    "FunctionBackend",
+    "GenerationRequest",
     "Message",
+    "Problem",
     "Question",
     "Reteach",
     "RunConfig",
     "RunResult",
     "Store",
     "TeachloopError",
+    "Verdict",
     "arun_lessons",
+    "initial_state",
+    "lesson_graph",
     "parse_message",
     "run_lessons",
+    "stream_lessons",
 ]

@@ -27,6 +27,9 @@ from teachloop.errors import InputFileError, TeachloopError
 from teachloop.store.store import Store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from teachloop.messages import Message
     from teachloop.store.experiments import ArmResult
     from teachloop.training.jobs import GateDecision
 
@@ -39,9 +42,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         db=args.db, lessons=args.lessons, concurrency=args.concurrency, run_id=args.run_id
     )
     config = config.with_run_id()  # printed if interrupted, to resume by
+    on_message = _follower() if args.follow else None
     try:
         with _serving(config, args.serve):
-            result = run_lessons(config, progress=not args.quiet)
+            result = run_lessons(
+                config, progress=not (args.quiet or args.follow), on_message=on_message
+            )
     except KeyboardInterrupt:
         print(
             f"interrupted: logged lessons are in {config.db}; resume with --run-id {config.run_id}",
@@ -50,6 +56,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 130
     result.render()
     return 0 if result.lessons_failed == 0 else 1
+
+
+def _follower() -> Callable[[Message], None]:
+    """Prints each message as it is produced: the dialogue of every lesson in flight."""
+    from rich.markup import escape
+
+    from teachloop.store.replay import render_line
+
+    console = Console(highlight=False, soft_wrap=True)
+    colours = {"teacher": "cyan", "student": "yellow"}
+
+    def show(message: Message) -> None:
+        colour = colours.get(message.sender.value, "white")
+        console.print(f"[{colour}]{escape(render_line(message))}[/]")
+
+    return show
 
 
 def _print_table(table: pa.Table, fmt: str, out: Path | None) -> None:
@@ -363,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=int, help="lessons in flight at once")
     run.add_argument("--run-id", help="resume (or name) this run")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--follow", action="store_true", help="print every message live (instead of the bar)"
+    )
     run.add_argument("--serve", action="store_true", help="start the config's [[servers]] first")
     run.set_defaults(func=_cmd_run, loads_models=True)
 

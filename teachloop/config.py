@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tomllib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     SecretStr,
     ValidationError,
     field_validator,
@@ -30,6 +34,30 @@ DEFAULT_TOPICS = (
     "units.length",
     "units.mass",
 )
+
+
+def _domain_spec(value: object) -> object:
+    from teachloop.domains.base import Domain
+
+    if isinstance(value, Domain):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
+        return value
+    raise ValueError(
+        f"{value!r} is neither an import path 'package.module:ClassName' nor a Domain instance"
+    )
+
+
+def domain_name(value: object) -> str:
+    """An own domain as the config stores it: its import path."""
+    return value if isinstance(value, str) else f"{type(value).__module__}:{type(value).__name__}"
+
+
+# A domain of the user's: "package.module:ClassName" (from TOML; built with no arguments when the
+# run starts) or, from Python, a Domain instance. Stored configs record its import path.
+DomainSpec = Annotated[
+    Any, PlainValidator(_domain_spec), PlainSerializer(domain_name, when_used="json")
+]
 
 
 class _Strict(BaseModel):
@@ -367,6 +395,9 @@ class RunConfig(_Strict):
     seed: int = 0
     topics: tuple[str, ...] = DEFAULT_TOPICS
     banks: tuple[Path, ...] = Field(default=(), description="JSONL question banks")
+    domains: tuple[DomainSpec, ...] = Field(
+        default=(), description="own domains beside the built-in ones (teachloop.domains.Domain)"
+    )
     lesson: LessonConfig = LessonConfig()
     eval: EvalConfig = EvalConfig()
     training: TrainingConfig = TrainingConfig()
@@ -478,6 +509,10 @@ class RunConfig(_Strict):
             return self
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         return self.model_copy(update={"run_id": f"run-{stamp}-{secrets.token_hex(2)}"})
+
+    def with_domains(self, domains: Sequence[object] = ()) -> RunConfig:
+        """This config with more own domains (Domain instances or import paths)."""
+        return self.with_overrides(domains=(*self.domains, *domains)) if domains else self
 
     def with_overrides(self, **changes: object) -> RunConfig:
         """A copy with the given fields replaced (None values are ignored), re-validated."""

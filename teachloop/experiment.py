@@ -26,7 +26,7 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict
 from teachloop.agents.backends import LoraAdapter, build_backend
 from teachloop.agents.prompts import student_prompt
 from teachloop.config import ArmConfig, RunConfig, TrainingConfig
-from teachloop.domains import DomainSet, Problem, distinct_problems, heldout_problems
+from teachloop.domains import Domain, DomainSet, Problem, distinct_problems, heldout_problems
 from teachloop.errors import TeachloopError
 from teachloop.store.experiments import ArmResult, ExperimentRecord, QuestionOutcome
 from teachloop.store.store import Store
@@ -58,15 +58,18 @@ def run_experiment(
     config: RunConfig,
     *,
     seeds: tuple[int, ...] | None = None,
+    domains: Sequence[Domain] = (),
     out: Path | None = None,
     progress: bool = True,
     on_arm: Callable[[ArmResult], None] | None = None,
 ) -> list[ArmResult]:
     """Run (or resume) the experiment ``config.experiment`` describes; returns every arm result
-    stored for it, this invocation's and earlier ones'."""
+    stored for it, this invocation's and earlier ones'. ``domains``: your own, beside the
+    built-in ones and the config's."""
     from teachloop.agents.embedded import resolve_model_path
     from teachloop.domains import build_domains
 
+    config = config.with_domains(domains)
     exp = config.experiment
     seeds = seeds or exp.seeds
     store = Store(config.db)

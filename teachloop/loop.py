@@ -4,11 +4,12 @@ schedule. It sits above graphs and training and only calls their public function
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
 from teachloop.config import RunConfig
+from teachloop.domains import Domain
 from teachloop.graphs.runner import run_lessons
 from teachloop.graphs.summary import RunResult
 from teachloop.store.store import Store
@@ -31,12 +32,15 @@ def run_loop(
     config: RunConfig,
     *,
     rounds: int,
+    domains: Sequence[Domain] = (),
     every_s: float = 0.0,
     progress: bool = True,
     on_round: Callable[[RoundResult], None] | None = None,
 ) -> list[RoundResult]:
     """Run ``rounds`` rounds, starting one every ``every_s`` seconds (0: back to back). Each
-    round's lessons are a new run, named ``<run_id>-r<k>`` (so a rerun resumes them)."""
+    round's lessons are a new run, named ``<run_id>-r<k>`` (so a rerun resumes them).
+    ``domains``: your own, beside the built-in ones and the config's."""
+    config = config.with_domains(domains)
     prefix = config.with_run_id().run_id
     results: list[RoundResult] = []
     for k in range(rounds):

@@ -17,6 +17,9 @@ One module a job; import from here, not from the modules:
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 from typing import TYPE_CHECKING
 
 # answers_match and error_category are teachloop.answers' own; re-exported as before.
@@ -35,9 +38,32 @@ from teachloop.domains.base import (
 )
 from teachloop.domains.heldout import distinct_problems, heldout_problems, heldout_questions
 from teachloop.domains.units import UnitsDomain
+from teachloop.errors import ConfigError
 
 if TYPE_CHECKING:
     from teachloop.config import RunConfig
+
+
+def load_domain(path: str) -> Domain:
+    """The domain an import path names: ``"package.module:ClassName"`` (a ``Domain`` subclass,
+    built with no arguments) or ``"package.module:instance"``. The working directory is
+    searched first, as for a script, so a module beside the config works from the CLI."""
+    module_name, _, attr = path.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except ImportError as e:
+        raise ConfigError(f"domains: cannot import {module_name!r} for {path!r}: {e}") from None
+    except AttributeError:
+        raise ConfigError(f"domains: module {module_name!r} has no {attr!r}") from None
+    domain = found() if isinstance(found, type) and issubclass(found, Domain) else found
+    if not isinstance(domain, Domain):
+        raise ConfigError(
+            f"domains: {path!r} is a {type(found).__name__}, not a teachloop.domains.Domain "
+            "subclass or instance"
+        )
+    return domain
 
 
 def builtin_domains() -> dict[str, Domain]:
@@ -45,9 +71,16 @@ def builtin_domains() -> dict[str, Domain]:
 
 
 def build_domains(config: RunConfig) -> DomainSet:
-    """The domains a config asks for: the built-ins and its question banks. Every configured
-    topic is checked here, so an unknown one fails before any model loads."""
-    domains = DomainSet([*builtin_domains().values(), *(load_bank(p) for p in config.banks)])
+    """The domains a config asks for: the built-ins, its question banks and its own domains
+    (``config.domains``). Every configured topic is checked here, so an unknown one fails
+    before any model loads."""
+    domains = DomainSet(
+        [
+            *builtin_domains().values(),
+            *(load_bank(p) for p in config.banks),
+            *(load_domain(d) if isinstance(d, str) else d for d in config.domains),
+        ]
+    )
     for topic in config.topics:
         domains.domain_for(topic)
     return domains
@@ -73,4 +106,5 @@ __all__ = [
     "heldout_problems",
     "heldout_questions",
     "load_bank",
+    "load_domain",
 ]
