@@ -165,7 +165,7 @@ def _plot_budget(summary: ExperimentSummary, path: Path) -> None:
 
 
 def _plot_targeting(summary: ExperimentSummary, path: Path) -> None:
-    fig = figure(6.0, 4.0)
+    fig = figure(8.0, 4.0)
     ax = fig.add_subplot()
     arms = [a.arm for a in summary.arms if a.arm != "base"]
     for j, arm in enumerate(arms):
@@ -178,6 +178,7 @@ def _plot_targeting(summary: ExperimentSummary, path: Path) -> None:
     ax.set_xlabel("share of selective lessons' questions on the topic")
     ax.set_ylabel("lift over base on the topic (accuracy)")
     ax.set_title("Per-topic lift against targeting")
-    ax.legend(fontsize="small")
+    # Outside the axes: inside, it hides the points and the topic labels.
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     fig.savefig(path, format="png")
