@@ -17,7 +17,7 @@ from teachloop.agents.mastery import MasteryModel
 from teachloop.agents.prompts import feedback_prompt, judge_prompt, reteach_prompt
 from teachloop.answers import numbers_in, parse_number
 from teachloop.config import LessonConfig
-from teachloop.domains import DomainSet, Problem, Verdict
+from teachloop.domains import MAX_DIFFICULTY, MIN_DIFFICULTY, DomainSet, Problem, Verdict
 from teachloop.errors import ConfigError
 from teachloop.messages import (
     Answer,
@@ -80,11 +80,18 @@ class Teacher:
         return estimate.pick_strategy(topic, rng, self.policy.strategy_policy)
 
     def make_problem(self, topic: str, difficulty: int, rng: random.Random) -> Problem:
+        """A problem of ``topic`` that is not held out: at ``difficulty``, else at the nearest
+        difficulty that has one (a small domain's easiest level can be all held out: units.length
+        has 18 distinct questions at difficulty 1, and 100 held-out questions take them all)."""
         domain = self.domains.domain_for(topic)
-        for _ in range(_MAX_DRAWS):
-            problem = domain.generate(topic, difficulty, rng)
-            if problem.question not in self.reserved:
-                return problem
+        nearest = sorted(
+            range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1), key=lambda d: (abs(d - difficulty), d)
+        )
+        for level in nearest:
+            for _ in range(_MAX_DRAWS):
+                problem = domain.generate(topic, level, rng)
+                if problem.question not in self.reserved:
+                    return problem
         raise ConfigError(
             f"topic {topic}: every question drawn is in the held-out evaluation set; "
             "lower [eval].per_topic or add questions to the bank"

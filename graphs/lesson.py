@@ -33,7 +33,7 @@ from teachloop.agents.mastery import BetaEstimate, LiveEstimate, MasteryModel, T
 from teachloop.agents.student import Student
 from teachloop.agents.teacher import Teacher
 from teachloop.config import LessonConfig, RunConfig
-from teachloop.domains import Domain, DomainSet, Problem, heldout_questions
+from teachloop.domains import Domain, DomainSet, Problem, build_domains, heldout_questions
 from teachloop.messages import (
     Answer,
     Critique,
@@ -153,8 +153,6 @@ def lesson_graph(
     SQLite, Postgres) to make lessons resumable by thread id; leave it out to embed the graph
     as a subgraph of yours (it then uses the parent's). Nothing is logged: ``run_lessons``
     logs what it runs; a graph of your own logs what you choose (``Store.write_lessons``)."""
-    from teachloop.domains import build_domains
-
     agents = LessonAgents.from_config(
         config, build_domains(config.with_domains(domains)), teacher, student
     )

@@ -217,7 +217,11 @@ class _Runner:
         done = self.store.finished_lessons(self.run_id)
         # What this student showed before: this run's finished lessons (a resume), earlier
         # rounds of the same version, earlier versions at a discount.
-        counts = self.store.mastery_counts(self.student_model, decay=cfg.lesson.carry_decay)
+        counts = self.store.mastery_counts(
+            self.student_model,
+            decay=cfg.lesson.carry_decay,
+            run_id=None if cfg.lesson.carry_over else self.run_id,
+        )
         self.agents.estimate.model = MasteryModel.from_counts(
             counts, start_difficulty=cfg.lesson.start_difficulty
         )

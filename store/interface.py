@@ -67,9 +67,11 @@ class LogStore(Protocol):
 
     def transcripts(self, run_id: str) -> Iterator[tuple[LessonRecord, list[Message]]]: ...
 
-    def mastery_counts(self, student_model: str, *, decay: float = 0.5) -> MasteryCounts:
+    def mastery_counts(
+        self, student_model: str, *, decay: float = 0.5, run_id: str | None = None
+    ) -> MasteryCounts:
         """Outcomes of complete lessons of runs with this student ("<model>@<version>"); other
-        versions of the same model weighted by ``decay``."""
+        versions of the same model weighted by ``decay``; only run ``run_id``'s if given."""
         ...
 
     def teacher_tokens(self, run_id: str) -> int: ...

@@ -342,15 +342,18 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
         )
         return [parse_message(p) for p in rows.column("payload").to_pylist()]
 
-    def mastery_counts(self, student_model: str, *, decay: float = 0.5) -> MasteryCounts:
+    def mastery_counts(
+        self, student_model: str, *, decay: float = 0.5, run_id: str | None = None
+    ) -> MasteryCounts:
         """What complete lessons showed about a student, aggregated from ``question_outcomes``:
         per topic the first-try successes and failures and the latest difficulty, per (topic,
         strategy) the reteach outcomes. Lessons of runs whose student was ``student_model``
         ("<model>@<version>") count fully, so a resumed run and every later round of the same
         version start from all they showed; lessons of other versions of the same model count
         ``decay`` each (a new version is a different learner, but not a stranger); 0 ignores
-        them."""
+        them. ``run_id``: only that run's lessons (a run that starts from the prior)."""
         params = {
+            "run": run_id,
             "student": student_model,
             "base": student_model.rsplit("@", 1)[0] + "@%",
             "decay": decay,
@@ -360,7 +363,7 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
                 SELECT l.lesson_id,
                        CASE WHEN r.student_model = $student THEN 1.0 ELSE $decay END AS weight
                 FROM lessons l JOIN runs r USING (run_id)
-                WHERE l.status = 'complete'
+                WHERE l.status = 'complete' AND ($run IS NULL OR l.run_id = $run)
                   AND (r.student_model = $student OR r.student_model LIKE $base)),
             outcomes AS (
                 SELECT q.*, w.weight FROM question_outcomes q JOIN weights w USING (lesson_id)

@@ -196,6 +196,9 @@ class LessonConfig(_Strict):
     # student version count fully, those of earlier versions this much each (a newly promoted
     # student is a different learner, but not a stranger); 0 starts each version afresh.
     carry_decay: float = Field(default=0.5, ge=0.0, le=1.0)
+    # False: a run starts from the prior and counts only its own lessons (a resume still starts
+    # from them); experiments use it so that seeds are independent.
+    carry_over: bool = True
 
 
 class EvalConfig(_Strict):

@@ -188,10 +188,21 @@ def _seed_data(
             run_id=run_id,
             lessons=exp.lessons,
             seed=seed,
-            lesson={**config.lesson.model_dump(), **arm.lesson},
+            # Seeds are independent: each lesson run starts from the prior, not from what
+            # the same base student showed in other seeds' (or other arms') lessons.
+            lesson={**config.lesson.model_dump(), "carry_over": False, **arm.lesson},
             student={**config.student.model_dump(), "follow_promoted": False},
         )
         result = run_lessons(lessons, progress=progress)
+        if result.lessons_failed:
+            # Training on what the surviving lessons gave would bias the arm silently (a topic
+            # whose lessons all failed is never taught).
+            error = store.lessons(run_id=run_id, status="failed")[0].error
+            raise TeachloopError(
+                f"experiment {exp.name}, seed {seed}: {result.lessons_failed} of "
+                f"{result.lessons} lessons of run {run_id} failed ({error}); fix that and rerun "
+                "(finished lessons and arms are kept)"
+            )
         pairs = store.run_pairs(run_id)
         selective[key] = [
             TrainingExample(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected) for p in pairs

@@ -2,6 +2,7 @@
 
 import random
 
+import pytest
 from conftest import teacher_reply
 
 from teachloop.agents.backends.scripted import ScriptedBackend
@@ -9,7 +10,8 @@ from teachloop.agents.prompts import student_prompt
 from teachloop.agents.student import Student
 from teachloop.agents.teacher import JUDGEMENT_SCHEMA, Teacher
 from teachloop.answers import extract_final_answer
-from teachloop.domains import DomainSet, builtin_domains
+from teachloop.domains import Domain, DomainSet, Problem, Verdict, builtin_domains
+from teachloop.errors import ConfigError
 from teachloop.messages import Strategy, parse_message
 
 DOMAINS = DomainSet(builtin_domains().values())
@@ -160,3 +162,42 @@ async def test_an_attempt_outside_a_lesson_is_a_lessons_first_attempt() -> None:
     assert backend.requests[0].max_tokens == 5 and backend.requests[0].temperature == 0.3
     assert final == answer.final_answer == "42" and completion.text == " 42 apples"
     assert answer.prompt == backend.requests[0].prompt
+
+
+def test_a_difficulty_all_held_out_falls_back_to_the_nearest_one() -> None:
+    """units.length has 18 distinct questions at difficulty 1: with all of them held out, the
+    teacher asks at difficulty 2 instead of failing the lesson; with every level held out it
+    stops with the config error."""
+    domains = DomainSet(builtin_domains().values())
+    units = domains.domain_for("units.length")
+    level_one = {units.generate("units.length", 1, random.Random(i)).question for i in range(3000)}
+    assert len(level_one) == 18
+    teacher = Teacher(ScriptedBackend(teacher_reply), domains, reserved=frozenset(level_one))
+    problems = [teacher.make_problem("units.length", 1, random.Random(i)) for i in range(20)]
+    assert {p.difficulty for p in problems} == {2}
+    assert not {p.question for p in problems} & level_one
+    everything = frozenset(
+        units.generate("units.length", d, random.Random(i)).question
+        for d in (1, 2)
+        for i in range(5000)
+    )
+    only_two_levels = DomainSet([_TwoLevels(units)])
+    stuck = Teacher(ScriptedBackend(teacher_reply), only_two_levels, reserved=everything)
+    with pytest.raises(ConfigError, match="every question drawn is in the held-out"):
+        stuck.make_problem("units.length", 1, random.Random(0))
+
+
+class _TwoLevels(Domain):
+    """units.length with every difficulty mapped onto 1 and 2: a domain with few questions."""
+
+    name = "two-levels"
+    topics = ("units.length",)
+
+    def __init__(self, units: Domain) -> None:
+        self.units = units
+
+    def generate(self, topic: str, difficulty: int, rng: random.Random) -> Problem:
+        return self.units.generate(topic, 1 + (difficulty > 1), rng)
+
+    def verify(self, problem: Problem, final_answer: str | None) -> Verdict | None:
+        return self.units.verify(problem, final_answer)

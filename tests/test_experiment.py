@@ -8,7 +8,7 @@ import pytest
 from tiny_model import build_tiny_model
 
 from teachloop import RunConfig, Store, cli
-from teachloop.errors import StoreError
+from teachloop.errors import StoreError, TeachloopError
 from teachloop.experiment import run_experiment, uniform_problems
 from teachloop.training.comparison import summarize_experiment
 from teachloop.training.experiment_report import write_experiment_report
@@ -161,3 +161,22 @@ def test_uniform_problems_cover_topics_and_difficulties_evenly_and_skip_held_out
     assert sorted(p.difficulty for p in problems) == sorted([1, 2, 3, 4, 5] * 4)
     assert uniform_problems(domains, topics, 20, seed=0, reserved=reserved) == problems
     assert uniform_problems(domains, topics, 20, seed=1, reserved=reserved) != problems
+
+
+def test_failed_lessons_stop_the_experiment_before_any_arm_trains(tmp_path, tiny) -> None:
+    """A seed whose lessons failed would train the selective arms on what survived (in the
+    first 3-seed run, every lesson that picked units.length failed, so no arm was taught it):
+    the experiment stops with the reason instead."""
+    bank = tmp_path / "facts.jsonl"
+    bank.write_text(
+        "".join(
+            f'{{"topic": "facts.small", "question": "Name {n}?", "answer": "{n}"}}\n'
+            for n in range(3)
+        )
+    )
+    config = experiment_config(tmp_path, tiny, arms=["base", "selective_sft"]).with_overrides(
+        banks=(bank,), topics=("facts.small",), eval={"per_topic": 3}
+    )
+    with pytest.raises(TeachloopError, match=r"seed 0: 3 of 3 lessons of run tiny-s0-.* failed"):
+        run_experiment(config, progress=False)
+    assert Store(config.db).arm_results("tiny") == []

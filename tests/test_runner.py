@@ -269,3 +269,23 @@ def test_a_failed_periodic_write_is_retried_and_nothing_is_lost(
     assert result.status == "complete" and result.lessons == 4
     ids = Store(config.db).query("SELECT lesson_id FROM lessons ORDER BY 1").to_pylist()
     assert [r["lesson_id"] for r in ids] == [f"test-run-L{i:05d}" for i in range(4)]
+
+
+def test_a_run_without_carry_over_starts_from_the_prior(make_config, scripted) -> None:
+    """A second run of the same student starts from what the first showed, unless
+    ``carry_over`` is off (experiments: independent seeds); then only its own lessons count."""
+    first = make_config(lessons=4, run_id="first")
+    run_lessons(first, teacher_backend=scripted[0], student_backend=scripted[1], progress=False)
+
+    def outcomes_seen_by_first_question(run_id: str, carry_over: bool) -> int:
+        config = make_config(lessons=1, concurrency=1, run_id=run_id).with_overrides(
+            lesson={"carry_over": carry_over}
+        )
+        teacher, student = scripted
+        run_lessons(config, teacher_backend=teacher, student_backend=student, progress=False)
+        (_, messages), *_ = Store(config.db).transcripts(run_id)
+        question = next(m for m in messages if m.kind == "question")
+        return sum(a + b - 2 for a, b in question.chosen_from.values())
+
+    assert outcomes_seen_by_first_question("carried", True) >= 12
+    assert outcomes_seen_by_first_question("fresh", False) == 0
