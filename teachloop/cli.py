@@ -352,10 +352,17 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from teachloop.training.comparison import summarize_experiment
+    from teachloop.training.experiment_report import write_experiment_report
     from teachloop.training.report import write_report
 
-    path = write_report(_open_existing(args.db, read_only=True), args.out)
-    print(f"report: {path}")
+    store = _open_existing(args.db, read_only=True)
+    print(f"report: {write_report(store, args.out)}")
+    # Experiments in the log get their own report each, from their stored rows.
+    for name in store.experiments():
+        if store.arm_results(name):
+            path = write_experiment_report(summarize_experiment(store, name), args.out / name)
+            print(f"experiment {name}: {path}")
     return 0
 
 

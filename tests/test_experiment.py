@@ -119,6 +119,10 @@ def test_arms_get_equal_budgets_and_a_crash_redoes_only_the_unfinished_arm(
     assert all(f"| {arm} |" in text for arm in ARMS)
     assert (tmp_path / "report" / "experiment_arms.png").stat().st_size > 0
 
+    # `teachloop report` writes the experiment's report too, from the stored rows.
+    assert cli.main(["report", "--db", str(config.db), "--out", str(tmp_path / "all")]) == 0
+    again = (tmp_path / "all" / "tiny" / "experiment-tiny.md").read_text()
+    assert again.splitlines()[:8] == text.splitlines()[:8]
     # Nothing left to do: the command only prints the comparison and writes the report.
     trained.clear()
     path = tmp_path / "exp.toml"
