@@ -4,26 +4,35 @@ and embed it (README, "From Python"):
     graph = lesson_graph(config, teacher=teacher_backend, student=student_backend)
     state = await graph.ainvoke(initial_state("my-run", "my-run-L0"))
 
-    pick_topic -> ask -> answer -> critique -+-> update_mastery -+-> pick_topic (next question)
-                            ^                |                   +-> END (budget spent / mastered)
-                            +--- reteach <---+ (wrong, reteaches left)
+    START -> ask -> answer -> critique -+-> ask (right, or no reteaches left: next question)
+                    ^                   +-> END (budget spent / all mastered)
+                    +----- reteach <----+ (wrong, reteaches left)
+
+Each node is one agent's turn and adds one typed message: ``ask`` (the teacher picks a topic and
+difficulty and asks), ``answer`` (the student), ``critique`` (the teacher judges; the final
+verdict on a question also updates the estimate), ``reteach`` (the teacher explains). One
+superstep per message keeps LangGraph's per-step cost (and a checkpoint per step) at the
+minimum the protocol needs.
 
 Random choices are seeded by lesson and turn. Topic and strategy choices read the run's live
 estimate (``LessonAgents.estimate``, shared by every lesson in flight and updated after each
 judged question), so they depend on what other lessons have shown so far; a checkpoint holds each
 step's result, so a lesson resumed from its last checkpoint continues from the choices it made,
 and each question records the estimate it was chosen from (``Question.chosen_from``).
+
+``messages`` and ``snapshots`` are LangGraph ``DeltaChannel``s: a checkpoint stores the step's
+new messages, not the whole list again, so a step costs the same early and late in a lesson.
 """
 
 from __future__ import annotations
 
-import operator
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Literal, TypedDict, TypeVar
 
+from langgraph.channels.delta import DeltaChannel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -56,9 +65,8 @@ class LessonState(TypedDict):
     messages: every ``Question``, ``Answer``, ``Critique`` and ``Reteach`` in turn order (each
         node appends; ``stream_mode="updates"`` shows each one as it is produced).
     snapshots: the mastery estimate of each question's topic after it was judged.
-    mastery: the run's estimate as this lesson's last choice or update saw it.
-    topic, difficulty, problem, attempt: the question in progress (its problem holds the
-        reference answer: never shown to the student).
+    problem, attempt: the question in progress (its problem holds the reference answer and the
+        topic and difficulty: never shown to the student).
     questions_asked: questions judged so far; end_reason: why the lesson ended (None until then).
     """
 
@@ -66,15 +74,12 @@ class LessonState(TypedDict):
     lesson_id: str
     lesson_index: int
     started_at: datetime
-    mastery: MasteryModel  # the live estimate as this lesson's last choice or update saw it
-    messages: Annotated[list[AnyMessage], operator.add]
-    snapshots: Annotated[list[MasterySnapshot], operator.add]
-    topic: str
-    difficulty: int
+    messages: Annotated[list[AnyMessage], DeltaChannel(_extend)]
+    snapshots: Annotated[list[MasterySnapshot], DeltaChannel(_extend)]
     problem: Problem | None
     attempt: int
     questions_asked: int
-    # Set by update_mastery when the lesson is over (budget spent or all mastered); the graph
+    # Set by critique when the lesson is over (budget spent or all mastered); the graph
     # ends on it and the log records it, so the reason is decided in one place.
     end_reason: EndReason | None
 
@@ -89,11 +94,8 @@ def initial_state(
         lesson_id=lesson_id,
         lesson_index=lesson_index,
         started_at=now or datetime.now(UTC),
-        mastery=MasteryModel(),
         messages=[],
         snapshots=[],
-        topic="",
-        difficulty=1,
         problem=None,
         attempt=0,
         questions_asked=0,
@@ -172,22 +174,20 @@ def build_lesson_graph(
 ) -> CompiledStateGraph:
     teacher, student, cfg = agents.teacher, agents.student, agents.lesson
 
-    def pick_topic(state: LessonState) -> dict:
-        estimate = agents.estimate.model
-        topic, difficulty = teacher.choose(estimate, agents.topics, _rng(agents, state))
-        return {"topic": topic, "difficulty": difficulty, "attempt": 0, "mastery": estimate}
-
     def ask(state: LessonState) -> dict:
-        problem = teacher.make_problem(state["topic"], state["difficulty"], _rng(agents, state))
+        rng = _rng(agents, state)
+        estimate = agents.estimate.model
+        topic, difficulty = teacher.choose(estimate, agents.topics, rng)
+        problem = teacher.make_problem(topic, difficulty, rng)
         question = teacher.ask(
             problem,
             run_id=state["run_id"],
             lesson_id=state["lesson_id"],
             turn=len(state["messages"]),
             index=state["questions_asked"],
-            chosen_from=state["mastery"],
+            chosen_from=estimate,
         )
-        return {"problem": problem, "messages": [question]}
+        return {"problem": problem, "attempt": 0, "messages": [question]}
 
     async def answer(state: LessonState) -> dict:
         messages = state["messages"]
@@ -201,33 +201,21 @@ def build_lesson_graph(
         verdict = await teacher.critique(
             state["problem"], _last(messages, Question), _last(messages, Answer), turn=len(messages)
         )
-        return {"messages": [verdict]}
+        update: dict = {"messages": [verdict]}
+        if verdict.correct or state["attempt"] >= cfg.max_reteaches:
+            update.update(_judged(state, [*messages, verdict]))
+        return update
 
-    async def reteach(state: LessonState) -> dict:
-        messages = state["messages"]
-        assert state["problem"] is not None
-        rng = _rng(agents, state)
-        strategy = teacher.pick_strategy(agents.estimate.model, state["topic"], rng)
-        lesson = await teacher.reteach(
-            state["problem"],
-            _last(messages, Question),
-            _last(messages, Answer),
-            strategy,
-            rng,
-            turn=len(messages),
-        )
-        return {"messages": [lesson], "attempt": state["attempt"] + 1}
-
-    def update_mastery(state: LessonState) -> dict:
-        question = _last(state["messages"], Question)
+    def _judged(state: LessonState, messages: list[AnyMessage]) -> dict:
+        """The question's final verdict: record it in the run's estimate, snapshot the topic,
+        and end the lesson when its budget is spent or every topic is mastered."""
+        question = _last(messages, Question)
         critiques = [
-            m
-            for m in state["messages"]
-            if isinstance(m, Critique) and m.question_id == question.message_id
+            m for m in messages if isinstance(m, Critique) and m.question_id == question.message_id
         ]
         reteach = None
         if state["attempt"] > 0:  # a reteach happened: did it work?
-            reteach = (_last(state["messages"], Reteach).strategy, critiques[-1].correct)
+            reteach = (_last(messages, Reteach).strategy, critiques[-1].correct)
         mastery = agents.estimate.record(question.topic, critiques[0].correct, reteach)
         topic_state = mastery.topic(question.topic)
         snapshot = MasterySnapshot(
@@ -247,37 +235,44 @@ def build_lesson_graph(
         elif mastery.all_mastered(agents.topics, cfg.mastery_target):
             end_reason = EndReason.mastered
         return {
-            "mastery": mastery,
             "snapshots": [snapshot],
             "questions_asked": asked,
             "problem": None,
             "end_reason": end_reason,
         }
 
-    def after_critique(state: LessonState) -> Literal["reteach", "update_mastery"]:
-        last = _last(state["messages"], Critique)
-        if not last.correct and state["attempt"] < cfg.max_reteaches:
-            return "reteach"
-        return "update_mastery"
+    async def reteach(state: LessonState) -> dict:
+        messages = state["messages"]
+        assert state["problem"] is not None
+        rng = _rng(agents, state)
+        question = _last(messages, Question)
+        strategy = teacher.pick_strategy(agents.estimate.model, question.topic, rng)
+        lesson = await teacher.reteach(
+            state["problem"], question, _last(messages, Answer), strategy, rng, turn=len(messages)
+        )
+        return {"messages": [lesson], "attempt": state["attempt"] + 1}
 
-    def after_update(state: LessonState) -> Literal["pick_topic", "__end__"]:
-        return END if state["end_reason"] else "pick_topic"
+    def after_critique(state: LessonState) -> Literal["reteach", "ask", "__end__"]:
+        if state["end_reason"]:
+            return END
+        return "reteach" if state["problem"] is not None else "ask"
 
     graph = StateGraph(LessonState)
-    graph.add_node("pick_topic", pick_topic)
     graph.add_node("ask", ask)
     graph.add_node("answer", answer)
     graph.add_node("critique", critique)
     graph.add_node("reteach", reteach)
-    graph.add_node("update_mastery", update_mastery)
-    graph.add_edge(START, "pick_topic")
-    graph.add_edge("pick_topic", "ask")
+    graph.add_edge(START, "ask")
     graph.add_edge("ask", "answer")
     graph.add_edge("answer", "critique")
     graph.add_conditional_edges("critique", after_critique)
     graph.add_edge("reteach", "answer")
-    graph.add_conditional_edges("update_mastery", after_update)
     return graph.compile(checkpointer=checkpointer)
+
+
+def _extend(value: list, batches: Sequence[list]) -> list:
+    """The reducer of the message and snapshot channels: append each step's new items."""
+    return [*value, *(item for batch in batches for item in batch)]
 
 
 # Types stored in checkpoints: allow-listed for LangGraph's msgpack deserializer.

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -25,6 +24,7 @@ from teachloop.agents.mastery import MasteryModel
 from teachloop.config import RunConfig
 from teachloop.domains import Domain, DomainSet, build_domains
 from teachloop.errors import BackendUnavailable
+from teachloop.graphs.checkpoints import LoopSqliteSaver
 from teachloop.graphs.lesson import (
     CHECKPOINT_TYPES,
     LessonAgents,
@@ -228,8 +228,7 @@ class _Runner:
         todo = [i for i in range(cfg.lessons) if lesson_id(self.run_id, i) not in done]
         status = "interrupted"
         serde = JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES)
-        async with AsyncSqliteSaver.from_conn_string(str(checkpoint_path(cfg.db))) as saver:
-            saver.serde = serde
+        with LoopSqliteSaver.open(checkpoint_path(cfg.db), serde) as saver:
             self.saver = saver
             graph = build_lesson_graph(self.agents, saver)
             stop_flushing = asyncio.Event()
@@ -269,17 +268,19 @@ class _Runner:
     async def _lesson(self, graph: CompiledStateGraph, index: int) -> None:
         lid = lesson_id(self.run_id, index)
         thread = {"configurable": {"thread_id": lid}}
-        snapshot = await graph.aget_state(thread)
+        state: LessonState | None = None
         error: str | None = None
         try:
-            if not snapshot.values:
+            if await self.saver.aget_tuple(thread) is None:  # a new lesson
                 start = initial_state(self.run_id, lid, index, datetime.now(UTC))
-                await self._drive(graph, start, thread)
-            elif snapshot.tasks:
+                state = await self._drive(graph, start, thread)
+            elif (snapshot := await graph.aget_state(thread)).tasks:
                 # Interrupted mid-lesson: continue from the checkpoint. `tasks`, not `next`: a
                 # task whose writes were saved before the kill is no longer in `next`, but its
                 # writes are not applied to the state until the graph resumes.
-                await self._drive(graph, None, thread)
+                state = await self._drive(graph, None, thread)
+            else:  # finished before the kill, not yet in the store
+                state = snapshot.values
         except BackendUnavailable as e:  # ends the run; this lesson records why
             await self._log_unfinished(graph, thread, LessonStatus.failed, _one_line(e))
             raise
@@ -289,21 +290,28 @@ class _Runner:
         except Exception as e:  # one broken lesson must not end the run; its reason is logged
             error = _one_line(e)
             self.failed.append(lid)
-        state: LessonState = (await graph.aget_state(thread)).values
+        if state is None:  # failed: log it as far as its checkpoint goes
+            state = (await graph.aget_state(thread)).values
         self.pending.append(lesson_log(state, error))
 
     async def _drive(
         self, graph: CompiledStateGraph, start: LessonState | None, thread: dict
-    ) -> None:
-        """Run the lesson to its end; with ``on_message``, stream each node's update and hand
-        on the messages it added (a resumed lesson's earlier ones were handed on before)."""
+    ) -> LessonState:
+        """Run the lesson to its end and return its final state; with ``on_message``, stream
+        each node's update and hand on the messages it added (a resumed lesson's earlier ones
+        were handed on before)."""
         if self.on_message is None:
-            await graph.ainvoke(start, thread)
-            return
-        async for update in graph.astream(start, thread, stream_mode="updates"):
-            for node_update in update.values():
+            return await graph.ainvoke(start, thread)
+        final: LessonState | None = None
+        async for mode, chunk in graph.astream(start, thread, stream_mode=["updates", "values"]):
+            if mode == "values":
+                final = chunk
+                continue
+            for node_update in chunk.values():
                 for message in (node_update or {}).get("messages", ()):
                     self.on_message(message)
+        assert final is not None
+        return final
 
     async def _log_unfinished(
         self, graph: CompiledStateGraph, thread: dict, status: LessonStatus, error: str | None
