@@ -300,10 +300,13 @@ class _Runner:
         """Run the lesson to its end and return its final state; with ``on_message``, stream
         each node's update and hand on the messages it added (a resumed lesson's earlier ones
         were handed on before)."""
+        # "sync": a step's checkpoint is handed to the saver before the next step starts (the
+        # saver is synchronous anyway, so "async" only added a task per step).
         if self.on_message is None:
-            return await graph.ainvoke(start, thread)
+            return await graph.ainvoke(start, thread, durability="sync")
         final: LessonState | None = None
-        async for mode, chunk in graph.astream(start, thread, stream_mode=["updates", "values"]):
+        modes = ["updates", "values"]
+        async for mode, chunk in graph.astream(start, thread, stream_mode=modes, durability="sync"):
             if mode == "values":
                 final = chunk
                 continue
