@@ -7,6 +7,7 @@ works and closes, retrying while another process holds the lock.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,11 @@ import pyarrow as pa
 from teachloop.errors import StoreError
 
 _LOCK_WAIT_S = 60.0
+# One writer per file within a process. Across processes DuckDB's file lock already allows only
+# one; within one, connections share the database and two transactions could both append the
+# same new message (no key stops them): this lock keeps ``insert_new``'s check-then-insert whole.
+_WRITERS: dict[Path, threading.Lock] = {}
+_WRITERS_LOCK = threading.Lock()
 
 
 def utcnow() -> datetime:
@@ -56,6 +62,26 @@ class DuckDBFile:
         finally:
             con.close()
 
+    @contextmanager
+    def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write connection held as this process's only writer of the file."""
+        with _WRITERS_LOCK:
+            lock = _WRITERS.setdefault(self.path.resolve(), threading.Lock())
+        with lock, self.connect() as con:
+            yield con
+
     def query(self, sql: str, params: list | dict | None = None) -> pa.Table:
         with self.connect(read_only=True) as con:
             return con.execute(sql, params or []).to_arrow_table()
+
+
+def insert_new(con: duckdb.DuckDBPyConnection, table: str, relation: str, key: str) -> int:
+    """Insert the rows of ``relation`` whose ``key`` is not in ``table`` yet (and each key once):
+    idempotent writes without a PRIMARY KEY. Returns rows inserted. Call it inside the
+    transaction (and, for a table without a key, under ``writing``)."""
+    row = con.execute(
+        f"INSERT INTO {table} BY NAME SELECT * FROM {relation} b "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = b.{key}) "
+        f"QUALIFY row_number() OVER (PARTITION BY b.{key}) = 1"
+    ).fetchone()
+    return int(row[0]) if row else 0

@@ -8,6 +8,31 @@ SELECT run_id, lesson_id, turn, sender, kind, topic, difficulty, attempt, text,
 FROM messages
 ORDER BY lesson_id, turn;
 
+-- The table's columns from messages' JSON (the `payload`, an exact round trip of the typed
+-- message): the writer flattens a batch with it in one pass, and a user can load messages
+-- from anywhere they have the JSON. topic and difficulty come from the question each message
+-- is about, which must be in the same relation (a lesson is always written whole).
+CREATE OR REPLACE MACRO messages_from_payloads(payloads) AS TABLE
+WITH parsed AS (
+    SELECT payload, json_transform(payload, '{"message_id": "VARCHAR", "run_id": "VARCHAR",
+        "lesson_id": "VARCHAR", "turn": "INTEGER", "kind": "VARCHAR", "sender": "VARCHAR",
+        "created_at": "TIMESTAMPTZ", "text": "VARCHAR", "question_id": "VARCHAR",
+        "topic": "VARCHAR", "difficulty": "INTEGER", "attempt": "INTEGER",
+        "final_answer": "VARCHAR", "correct": "BOOLEAN", "score": "DOUBLE",
+        "error_category": "VARCHAR", "strategy": "VARCHAR", "generation": {"model": "VARCHAR",
+        "endpoint": "VARCHAR", "prompt_tokens": "INTEGER", "completion_tokens": "INTEGER",
+        "latency_s": "DOUBLE"}}') AS m
+    FROM query_table(payloads)),
+flat AS (SELECT m.*, coalesce(m.question_id, m.message_id) AS about, payload FROM parsed)
+SELECT f.message_id, f.run_id, f.lesson_id, f.turn, f.kind, f.sender, f.created_at, f.text,
+       f.about AS question_id, q.topic, q.difficulty, f.attempt, f.final_answer, f.correct,
+       f.score, f.error_category, f.strategy, f.generation.model AS model,
+       f.generation.endpoint AS endpoint,
+       coalesce(f.generation.prompt_tokens, 0) AS prompt_tokens,
+       coalesce(f.generation.completion_tokens, 0) AS completion_tokens,
+       coalesce(f.generation.latency_s, 0.0) AS latency_s, f.payload
+FROM flat f JOIN flat q ON q.message_id = f.about AND q.kind = 'question';
+
 -- One row per judged question: was it right first time, and in the end (after reteaching)?
 -- The one definition of "first try" and "final": the lessons table's counts, the teacher's
 -- estimate and the summaries all read it. `leaked`: a reteach stated the reference answer, so

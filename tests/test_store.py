@@ -17,6 +17,7 @@ from teachloop import Store, run_lessons
 from teachloop.agents.backends.scripted import ScriptedBackend
 from teachloop.errors import StoreError
 from teachloop.messages import Critique, Reteach
+from teachloop.records import LessonLog
 from teachloop.store.replay import render_transcript
 from teachloop.store.store import ALL_TABLES, SCHEMA_VERSION
 
@@ -413,3 +414,83 @@ except SystemExit as e:
     assert '"answer": 42' in done.stdout
     assert "df: Store.df needs pandas: pip install pandas" in done.stdout
     assert "usage: teachloop" in done.stdout
+
+
+def test_messages_columns_come_from_the_typed_messages(logged) -> None:
+    """The writer flattens each message's JSON in SQL (`messages_from_payloads`): every column
+    equals the typed message's field, topic and difficulty are the question's."""
+    store, _ = logged
+    rows = store.query("SELECT * EXCLUDE (payload) FROM messages ORDER BY lesson_id, turn")
+    by_id = {r["message_id"]: r for r in rows.to_pylist()}
+    lessons = store.lessons()
+    messages = [m for lesson in lessons for m in store.transcript(lesson.lesson_id)]
+    assert len(by_id) == len(messages) > 0
+    questions = {m.message_id: m for m in messages if m.kind == "question"}
+    for m in messages:
+        row = by_id[m.message_id]
+        question = questions[getattr(m, "question_id", m.message_id)]
+        gen = m.generation
+        assert row == {
+            "message_id": m.message_id,
+            "run_id": m.run_id,
+            "lesson_id": m.lesson_id,
+            "turn": m.turn,
+            "kind": m.kind,
+            "sender": m.sender.value,
+            "created_at": m.created_at,
+            "text": m.text,
+            "question_id": question.message_id,
+            "topic": question.topic,
+            "difficulty": question.difficulty,
+            "attempt": getattr(m, "attempt", None),
+            "final_answer": getattr(m, "final_answer", None),
+            "correct": getattr(m, "correct", None),
+            "score": getattr(m, "score", None),
+            "error_category": (e.value if (e := getattr(m, "error_category", None)) else None),
+            "strategy": s.value if (s := getattr(m, "strategy", None)) else None,
+            "model": gen.model if gen else None,
+            "endpoint": gen.endpoint if gen else None,
+            "prompt_tokens": gen.prompt_tokens if gen else 0,
+            "completion_tokens": gen.completion_tokens if gen else 0,
+            "latency_s": gen.latency_s if gen else 0.0,
+        }
+
+
+def test_no_message_is_stored_twice_however_often_it_is_written(logged) -> None:
+    store, _ = logged
+    logs = [
+        LessonLog(lesson=lesson, messages=store.transcript(lesson.lesson_id), mastery=[])
+        for lesson in store.lessons()
+    ]
+    before = counts(store)
+    store.write_lessons(logs)  # all of it again
+    store.write_lessons([logs[0], logs[0], logs[1]])  # and a batch holding a lesson twice
+    assert counts(store) == before
+    row = store.query(
+        "SELECT count(*) AS n, count(DISTINCT message_id) AS ids FROM messages"
+    ).to_pylist()[0]
+    assert row["n"] == row["ids"] == before["messages"]
+
+
+def test_migration_5_keeps_every_message_and_drops_the_key(tmp_path) -> None:
+    from importlib.resources import files
+
+    db = tmp_path / "v4.duckdb"
+    con = duckdb.connect(str(db))
+    for script in ("001_core", "002_training", "003_logged_at", "004_experiments"):
+        con.execute(files("teachloop.store").joinpath(f"migrations/{script}.sql").read_text())
+    con.execute("INSERT INTO teachloop_meta VALUES ('schema_version', '4')")
+    con.execute("""INSERT INTO messages VALUES ('m1', 'r', 'L1', 0, 'question', 'teacher',
+        now(), 'What is 1 + 1?', 'm1', 'arithmetic.addition', 1, NULL, NULL, NULL, NULL, NULL,
+        NULL, NULL, NULL, 0, 0, 0.0, '{"kind": "question"}')""")
+    con.close()
+    store = Store(db)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.query("SELECT message_id, text FROM messages").to_pylist() == [
+        {"message_id": "m1", "text": "What is 1 + 1?"}
+    ]
+    keys = store.query(
+        "SELECT count(*) AS n FROM duckdb_constraints() WHERE table_name = 'messages' "
+        "AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')"
+    ).to_pylist()
+    assert keys == [{"n": 0}]
