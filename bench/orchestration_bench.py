@@ -10,6 +10,7 @@ retaught once), so lessons have the shape real ones do: ~6 messages per question
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import json
 import re
@@ -17,9 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from figures import Figure
+
 from teachloop import RunConfig, Store, run_lessons
 from teachloop.agents.backends.base import GenerationRequest
 from teachloop.agents.backends.scripted import ScriptedBackend
+from teachloop.graphs import initial_state, lesson_graph
 
 _ADD = re.compile(r"What is (-?\d+) \+ (-?\d+)\?")
 
@@ -35,8 +39,8 @@ def teacher(request: GenerationRequest) -> str:
     return " Look at each place value in turn.\n"
 
 
-def measure(lessons: int, concurrency: int, questions: int, db: Path) -> dict:
-    config = RunConfig.validated(
+def _config(lessons: int, concurrency: int, questions: int, db: Path) -> RunConfig:
+    return RunConfig.validated(
         {
             "db": db,
             "run_id": "bench",
@@ -46,9 +50,40 @@ def measure(lessons: int, concurrency: int, questions: int, db: Path) -> dict:
             "lesson": {"questions": questions},
         }
     )
+
+
+def _backends() -> tuple[ScriptedBackend, ScriptedBackend]:
     backends = ScriptedBackend(teacher, name="teacher"), ScriptedBackend(student, name="student")
     for backend in backends:  # scripted backends keep every request; not here
         backend.requests = _Discard()  # type: ignore[assignment]
+    return backends
+
+
+def measure_graph_alone(lessons: int, concurrency: int, questions: int) -> float:
+    """Messages/s of the same lessons through the compiled graph with no checkpointer and no
+    store: what LangGraph's own loop costs, the ceiling of any runner built on it."""
+    config = _config(lessons, concurrency, questions, Path("unused.duckdb"))
+    t, s = _backends()
+    graph = lesson_graph(config, teacher=t, student=s)
+
+    async def drive() -> int:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> int:
+            async with gate:
+                state = await graph.ainvoke(initial_state("bench", f"bench-L{i}", i))
+                return len(state["messages"])
+
+        return sum(await asyncio.gather(*(one(i) for i in range(lessons))))
+
+    started = time.perf_counter()
+    messages = asyncio.run(drive())
+    return messages / (time.perf_counter() - started)
+
+
+def measure(lessons: int, concurrency: int, questions: int, db: Path) -> dict:
+    config = _config(lessons, concurrency, questions, db)
+    backends = _backends()
     wall, cpu = time.perf_counter(), time.process_time()
     result = run_lessons(
         config, teacher_backend=backends[0], student_backend=backends[1], progress=False
@@ -66,6 +101,36 @@ def measure(lessons: int, concurrency: int, questions: int, db: Path) -> dict:
     }
 
 
+def figures() -> list[Figure]:
+    with tempfile.TemporaryDirectory() as tmp:
+        run = measure(400, 16, 3, Path(tmp) / "bench.duckdb")
+    alone = measure_graph_alone(400, 16, 3)
+    rate = run["messages_per_s"]
+    return [
+        Figure(
+            bench="orchestration",
+            name="messages/s, one process, zero-latency backends",
+            measured=rate,
+            unit="msg/s",
+            target=">= 2000",
+            note=f"{run['messages']:,} messages, 400 lessons, 16 in flight, SQLite checkpoints",
+        ),
+        Figure(
+            bench="orchestration",
+            name="the same lessons through LangGraph alone",
+            measured=round(alone, 1),
+            unit="msg/s",
+            note="compiled graph, no checkpointer, no store: the ceiling",
+        ),
+        Figure(
+            bench="orchestration",
+            name="runner / LangGraph alone",
+            measured=round(rate / alone, 3),
+            unit="x",
+        ),
+    ]
+
+
 class _Discard(list):
     def append(self, item: object) -> None:
         return None
@@ -77,6 +142,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--questions", type=int, default=3)
     parser.add_argument("--profile", type=Path, help="write a cProfile of the run here")
+    parser.add_argument(
+        "--graph-alone", action="store_true", help="also time LangGraph alone (no checkpoints)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.duckdb"
@@ -87,6 +155,9 @@ def main() -> None:
         if args.profile:
             profiler.disable()
             profiler.dump_stats(args.profile)
+    if args.graph_alone:
+        alone = measure_graph_alone(args.lessons, args.concurrency, args.questions)
+        result["graph_alone_messages_per_s"] = round(alone, 1)
     print(json.dumps(result))
 
 

@@ -1,5 +1,6 @@
 """Store benchmark: bulk insert rate through `Store.write_lessons` and query time of each view,
-on a synthetic log of ~1M messages. Run: `.venv/bin/python bench/store_bench.py [--messages N]`.
+on a synthetic log of ~1M messages. Run: `.venv/bin/python bench/store_bench.py [--messages N]
+[--batch 1000 5000]`.
 
 Synthetic lessons have the shape real ones have (4 questions, a reteach and a second answer after
 each wrong first answer, mastery snapshots), with the message protocol's real types.
@@ -8,12 +9,16 @@ each wrong first answer, mastery snapshots), with the message protocol's real ty
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import random
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import duckdb
+from figures import Figure
 
 from teachloop.messages import (
     Answer,
@@ -25,7 +30,14 @@ from teachloop.messages import (
     Strategy,
     message_id,
 )
-from teachloop.records import EndReason, LessonLog, LessonRecord, LessonStatus, MasterySnapshot
+from teachloop.records import (
+    EndReason,
+    LessonLog,
+    LessonRecord,
+    LessonStatus,
+    MasterySnapshot,
+    RunRecord,
+)
 from teachloop.store.store import Store
 
 TOPICS = [
@@ -137,72 +149,134 @@ def lesson(run_id: str, index: int, rng: random.Random) -> LessonLog:
     return LessonLog(lesson=record, messages=msgs, mastery=snaps)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--messages", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=64, help="lessons per write (runner flushes)")
-    args = parser.parse_args()
+QUERIES = {
+    "transcript (one lesson)": "SELECT * FROM transcript WHERE lesson_id = $lesson",
+    "transcript (all, count)": "SELECT count(*) FROM transcript",
+    "question_outcomes": "SELECT * FROM question_outcomes",
+    "topic_accuracy": "SELECT * FROM topic_accuracy",
+    "learning_curve": "SELECT * FROM learning_curve",
+    "strategy_effectiveness": "SELECT * FROM strategy_effectiveness",
+    "run_summary": "SELECT * FROM run_summary",
+}
+
+
+def synthetic_logs(messages: int, runs: int = 4) -> list[LessonLog]:
     rng = random.Random(0)
-    t = time.perf_counter()
     logs: list[LessonLog] = []
     total = 0
-    runs = 4
-    while total < args.messages:
+    while total < messages:
         log = lesson(f"bench{len(logs) % runs}", len(logs), rng)
         logs.append(log)
         total += len(log.messages)
-    print(
-        f"generated {total:,} messages in {len(logs):,} lessons ({time.perf_counter() - t:.1f} s)"
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "bench.duckdb")
-        from teachloop.records import RunRecord
+    return logs
 
-        for r in range(runs):
-            store.write_run(
-                RunRecord(
-                    run_id=f"bench{r}",
-                    lessons_planned=len(logs) // runs,
-                    teacher_model="bench",
-                    student_model="bench",
-                    config="{}",
+
+def measure(logs: list[LessonLog], batches: list[int], runs: int = 4) -> dict:
+    """Insert rate per batch size (a fresh file each), then on the last file: the re-insert of
+    a written batch and the view query times (best of 3, full result fetched as Arrow)."""
+    total = sum(len(log.messages) for log in logs)
+    result: dict = {"messages": total, "lessons": len(logs), "insert": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in batches:
+            store = Store(Path(tmp) / f"bench-{batch}.duckdb")
+            for r in range(runs):
+                store.write_run(
+                    RunRecord(
+                        run_id=f"bench{r}",
+                        lessons_planned=len(logs) // runs,
+                        teacher_model="bench",
+                        student_model="bench",
+                        config="{}",
+                    )
                 )
-            )
-        t = time.perf_counter()
-        for i in range(0, len(logs), args.batch):
-            store.write_lessons(logs[i : i + args.batch])
-        insert_s = time.perf_counter() - t
-        print(
-            f"insert: {total / insert_s:,.0f} messages/s ({insert_s:.1f} s, batches of "
-            f"{args.batch} lessons, one transaction each)"
-        )
-        t = time.perf_counter()
-        store.write_lessons(logs[: args.batch])
-        print(
-            f"re-insert of a written batch (idempotent, skipped): {time.perf_counter() - t:.3f} s"
-        )
-        one_lesson = logs[len(logs) // 2].lesson.lesson_id
-        queries = {
-            "transcript (one lesson)": f"SELECT * FROM transcript WHERE lesson_id = '{one_lesson}'",
-            "transcript (all, count)": "SELECT count(*) FROM transcript",
-            "question_outcomes": "SELECT * FROM question_outcomes",
-            "topic_accuracy": "SELECT * FROM topic_accuracy",
-            "learning_curve": "SELECT * FROM learning_curve",
-            "strategy_effectiveness": "SELECT * FROM strategy_effectiveness",
-            "run_summary": "SELECT * FROM run_summary",
-        }
-        print(f"view query times at {total:,} messages (full result fetched as Arrow; best of 3):")
+            started = time.perf_counter()
+            for i in range(0, len(logs), batch):
+                store.write_lessons(logs[i : i + batch])
+            result["insert"][batch] = total / (time.perf_counter() - started)
+        before = store.query("SELECT count(*) AS n FROM messages").to_pylist()[0]["n"]
+        started = time.perf_counter()
+        store.write_lessons(logs[: batches[-1]])
+        result["reinsert_s"] = time.perf_counter() - started
+        after = store.query("SELECT count(*) AS n FROM messages").to_pylist()[0]["n"]
+        result["reinsert_added"] = after - before
+        result["stored"] = after
+        lesson_id = logs[len(logs) // 2].lesson.lesson_id
+        result["views"] = {}
         with store.connect(read_only=True) as con:
-            for name, sql in queries.items():
-                times, rows = [], 0
+            for name, sql in QUERIES.items():
+                times = []
                 for _ in range(3):
-                    t = time.perf_counter()
-                    rows = con.execute(sql).to_arrow_table().num_rows
-                    times.append(time.perf_counter() - t)
-                print(f"  {name:<26} {min(times):6.3f} s  ({rows:,} rows)")
+                    started = time.perf_counter()
+                    params = {"lesson": lesson_id} if "$lesson" in sql else {}
+                    con.execute(sql, params).to_arrow_table()
+                    times.append(time.perf_counter() - started)
+                result["views"][name] = min(times)
+    return result
+
+
+def figures() -> list[Figure]:
+    result = measure(synthetic_logs(1_000_000), [1000, 5000])
+    slowest = max(result["views"], key=result["views"].get)
+    return [
+        Figure(
+            bench="store",
+            name="bulk insert, 5,000-lesson transactions",
+            measured=round(result["insert"][5000]),
+            unit="msg/s",
+            target=">= 100000",
+            note=f"{result['messages']:,} messages through Store.write_lessons",
+        ),
+        Figure(
+            bench="store",
+            name="insert, 1,000-lesson transactions",
+            measured=round(result["insert"][1000]),
+            unit="msg/s",
+            note="each closes the file: DuckDB checkpoints then",
+        ),
+        Figure(
+            bench="store",
+            name="messages added by re-inserting 5,000 written lessons",
+            measured=result["reinsert_added"],
+            unit="rows",
+            target="<= 0",
+            note=f"{result['reinsert_s']:.2f} s",
+        ),
+        Figure(
+            bench="store",
+            name=f"slowest view at 1M messages ({slowest})",
+            measured=round(result["views"][slowest], 3),
+            unit="s",
+            target="<= 1.0",
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument(
+        "--batch", type=int, nargs="+", default=[1000, 5000], help="lessons per transaction"
+    )
+    args = parser.parse_args()
+    started = time.perf_counter()
+    logs = synthetic_logs(args.messages)
     print(
-        f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores, "
-        f"python {platform.python_version()}, duckdb {__import__('duckdb').__version__}"
+        f"generated {args.messages:,}+ messages in {len(logs):,} lessons "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+    result = measure(logs, args.batch)
+    for batch, rate in result["insert"].items():
+        print(f"insert: {rate:,.0f} messages/s ({batch}-lesson transactions)")
+    print(
+        f"re-insert of {args.batch[-1]} written lessons: {result['reinsert_added']} rows added "
+        f"in {result['reinsert_s']:.2f} s"
+    )
+    print(f"view query times at {result['stored']:,} messages (best of 3):")
+    for name, seconds in result["views"].items():
+        print(f"  {name:<26} {seconds:6.3f} s")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, duckdb {duckdb.__version__}"
     )
 
 
