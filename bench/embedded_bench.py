@@ -52,10 +52,15 @@ async def measure(levels: dict[int, int], questions: int = 2) -> dict[int, dict]
                     config, teacher_backend=teacher, student_backend=student, progress=False
                 )
                 wall = time.perf_counter() - started
-                row = Store(config.db).query(
-                    "SELECT count(*) AS calls, sum(prompt_tokens)::BIGINT AS prompt, "
-                    "sum(completion_tokens)::BIGINT AS completion FROM messages WHERE model IS NOT NULL"
-                ).to_pylist()[0]
+                row = (
+                    Store(config.db)
+                    .query(
+                        "SELECT count(*) AS calls, sum(prompt_tokens)::BIGINT AS prompt, "
+                        "sum(completion_tokens)::BIGINT AS completion FROM messages "
+                        "WHERE model IS NOT NULL"
+                    )
+                    .to_pylist()[0]
+                )
                 results[concurrency] = {
                     "lessons": lessons,
                     "wall_s": round(wall, 1),

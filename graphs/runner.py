@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -201,6 +202,9 @@ class _Runner:
         self.on_message = on_message
         self.pending: list[LessonLog] = []
         self.failed: list[str] = []
+        # Every write on one thread: the default executor's threads each grow a malloc arena
+        # of their own, and resident memory with them (the soak test measures it).
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
 
     async def run(self, *, progress: bool) -> RunResult:
         cfg = self.config
@@ -256,6 +260,7 @@ class _Runner:
                 await flusher
                 await self._flush()  # whatever happened, logged lessons reach the store
                 self.store.finish_run(self.run_id, status)
+                self.writer.shutdown()
         return summarize(
             self.store,
             self.run_id,
@@ -341,7 +346,8 @@ class _Runner:
         if not batch:
             return
         try:
-            await asyncio.to_thread(self.store.write_lessons, batch)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.writer, self.store.write_lessons, batch)
         except BaseException:
             self.pending[:0] = batch  # not written: the next flush tries these again
             raise
