@@ -71,9 +71,10 @@ test-plain-install:
 	"$$tmp/venv/bin/teachloop" report --db "$$tmp/log.duckdb" --out "$$tmp/report" > /dev/null; \
 	echo "plain install: teachloop --help, sql and report work without extras"
 
-# Benchmarks that report ratios measured in one run (issue 14 grows this into the full set).
+# Every benchmark that fits 30 minutes on 2 cores: runs/bench/results.json, a table of figure,
+# target, measured, pass/fail, and README's table regenerated. Fails if a figure misses its target.
 bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/adapter_bench.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/run_all.py --readme README.md
 
 # The selective-vs-uniform experiment on the embedded model (README "Experiments"): long, a bench.
 experiment: install

@@ -34,6 +34,8 @@ import torch  # here, in the main thread: the profiler must start where torch re
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from figures import Figure
+
 from teachloop.agents.backends.base import Completion, GenerationRequest
 from teachloop.agents.backends.transformers_backend import TransformersBackend
 from teachloop.agents.embedded import prepare_embedded_model
@@ -112,6 +114,33 @@ def machine() -> str:
         f"({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads, "
         f"load average {load}"
     )
+
+
+async def _figures() -> list[Figure]:
+    model_dir = prepare_embedded_model()
+    with tempfile.TemporaryDirectory(prefix="adapter-bench-") as tmp:
+        adapter = make_adapter(model_dir, Path(tmp) / "adapter")
+        walls: dict[str, float] = {}
+        for label, adapter_dir in [("base", None), ("merged", adapter)]:
+            backend = TransformersBackend(model_dir, max_batch_size=32, adapter_dir=adapter_dir)
+            await backend.check()
+            await run(backend, 1, False)  # warm-up
+            walls[label] = (await run(backend, 24, True))[0]
+            await backend.aclose()
+    return [
+        Figure(
+            bench="adapter",
+            name="merged LoRA adapter / base model, 24 requests at once",
+            measured=round(walls["merged"] / walls["base"], 2),
+            unit="x",
+            target="<= 1.25",
+            note=f"base {walls['base']:.1f} s",
+        )
+    ]
+
+
+def figures() -> list[Figure]:
+    return asyncio.run(_figures())
 
 
 async def main() -> None:
