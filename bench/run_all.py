@@ -33,6 +33,10 @@ BENCHES = {
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
+def number(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
 def markdown(results: dict) -> str:
     lines = [
         f"Measured {results['date'][:10]} by `make bench` on {results['machine']['cpu']}, "
@@ -47,7 +51,7 @@ def markdown(results: dict) -> str:
         verdict = {True: "pass", False: "**miss**", None: ""}[f.passed]
         note = f" ({f.note})" if f.note else ""
         lines.append(
-            f"| {f.bench} | {f.name}{note} | {f.target or ''} | {f.measured:,.4g} {f.unit} "
+            f"| {f.bench} | {f.name}{note} | {f.target or ''} | {number(f.measured)} {f.unit} "
             f"| {verdict} |"
         )
     return "\n".join(lines)
@@ -83,7 +87,7 @@ def main() -> None:
         seconds[name] = round(time.perf_counter() - started, 1)
         results["figures"] += [f.model_dump() for f in figures]
         for f in figures:
-            console.print(f"  {f.name}: {f.measured:,.4g} {f.unit}")
+            console.print(f"  {f.name}: {number(f.measured)} {f.unit}")
     results["seconds"] = seconds
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -94,7 +98,7 @@ def main() -> None:
     figures = [Figure.model_validate(f) for f in results["figures"]]
     for f in figures:
         verdict = {True: "[green]pass", False: "[red]miss", None: ""}[f.passed]
-        table.add_row(f.bench, f.name, f.target or "", f"{f.measured:,.4g} {f.unit}", verdict)
+        table.add_row(f.bench, f.name, f.target or "", f"{number(f.measured)} {f.unit}", verdict)
     console.print(table)
     console.print(f"results: {args.out / 'results.json'}")
     if args.readme:
