@@ -75,13 +75,16 @@ class DuckDBFile:
             return con.execute(sql, params or []).to_arrow_table()
 
 
-def insert_new(con: duckdb.DuckDBPyConnection, table: str, relation: str, key: str) -> int:
-    """Insert the rows of ``relation`` whose ``key`` is not in ``table`` yet (and each key once):
-    idempotent writes without a PRIMARY KEY. Returns rows inserted. Call it inside the
-    transaction (and, for a table without a key, under ``writing``)."""
+def insert_new(
+    con: duckdb.DuckDBPyConnection, table: str, relation: str, key: tuple[str, ...]
+) -> int:
+    """Insert the rows of ``relation`` whose ``key`` columns are not in ``table`` yet (and each
+    key once): idempotent writes without a PRIMARY KEY. Returns rows inserted. Call it inside
+    the transaction, under ``writing``."""
+    match = " AND ".join(f"t.{c} = b.{c}" for c in key)
     row = con.execute(
         f"INSERT INTO {table} BY NAME SELECT * FROM {relation} b "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = b.{key}) "
-        f"QUALIFY row_number() OVER (PARTITION BY b.{key}) = 1"
+        f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match}) "
+        f"QUALIFY row_number() OVER (PARTITION BY {', '.join(f'b.{c}' for c in key)}) = 1"
     ).fetchone()
     return int(row[0]) if row else 0

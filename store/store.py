@@ -52,8 +52,14 @@ MIGRATIONS = [
     (3, "003_logged_at.sql"),
     (4, "004_experiments.sql"),
     (5, "005_messages_without_key.sql"),
+    (6, "006_mastery_without_key.sql"),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+# Tables without a PRIMARY KEY (migrations 5 and 6) and the columns that identify their rows.
+_KEYS: dict[str, tuple[str, ...]] = {
+    "messages": ("message_id",),
+    "mastery": ("lesson_id", "question_index"),
+}
 _READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 # Tables whose rows belong to one run (exported per run); the rest are project-wide.
 RUN_TABLES = ("runs", "lessons", "messages", "mastery", "preference_pairs")
@@ -192,10 +198,10 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
                     "CREATE TEMP TABLE batch_messages AS "
                     "SELECT * FROM messages_from_payloads('batch_payloads')"
                 )
-                insert_new(con, "messages", "batch_messages", "message_id")
+                insert_new(con, "messages", "batch_messages", _KEYS["messages"])
             if mastery.num_rows:
                 con.register("batch_mastery", mastery)
-                con.execute("INSERT OR IGNORE INTO mastery BY NAME SELECT * FROM batch_mastery")
+                insert_new(con, "mastery", "batch_mastery", _KEYS["mastery"])
             if len(payloads):
                 # The lessons' counts come from question_outcomes' definition (applied to the
                 # batch, which holds each lesson's every message), not the writer's arithmetic.
@@ -333,8 +339,8 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
             con.execute("BEGIN")
             for table, relation in tables.items():
                 before = con.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0]
-                if table == "messages":  # no key: only ids not yet here
-                    insert_new(con, "main.messages", relation, "message_id")
+                if table in _KEYS:  # no key in the schema: only rows not yet here
+                    insert_new(con, f"main.{table}", relation, _KEYS[table])
                 else:
                     con.execute(
                         f"INSERT OR IGNORE INTO main.{table} BY NAME SELECT * FROM {relation}"

@@ -17,7 +17,7 @@ from teachloop import Store, run_lessons
 from teachloop.agents.backends.scripted import ScriptedBackend
 from teachloop.errors import StoreError
 from teachloop.messages import Critique, Reteach
-from teachloop.records import LessonLog
+from teachloop.records import LessonLog, MasterySnapshot
 from teachloop.store.replay import render_transcript
 from teachloop.store.store import ALL_TABLES, SCHEMA_VERSION
 
@@ -459,9 +459,19 @@ def test_messages_columns_come_from_the_typed_messages(logged) -> None:
 def test_no_message_is_stored_twice_however_often_it_is_written(logged) -> None:
     store, _ = logged
     logs = [
-        LessonLog(lesson=lesson, messages=store.transcript(lesson.lesson_id), mastery=[])
+        LessonLog(
+            lesson=lesson,
+            messages=store.transcript(lesson.lesson_id),
+            mastery=[
+                MasterySnapshot.model_validate(row)
+                for row in store.query(
+                    "SELECT * FROM mastery WHERE lesson_id = ?", [lesson.lesson_id]
+                ).to_pylist()
+            ],
+        )
         for lesson in store.lessons()
     ]
+    assert any(log.mastery for log in logs)
     before = counts(store)
     store.write_lessons(logs)  # all of it again
     store.write_lessons([logs[0], logs[0], logs[1]])  # and a batch holding a lesson twice
@@ -472,7 +482,7 @@ def test_no_message_is_stored_twice_however_often_it_is_written(logged) -> None:
     assert row["n"] == row["ids"] == before["messages"]
 
 
-def test_migration_5_keeps_every_message_and_drops_the_key(tmp_path) -> None:
+def test_migrations_5_and_6_keep_every_row_and_drop_the_keys(tmp_path) -> None:
     from importlib.resources import files
 
     db = tmp_path / "v4.duckdb"
@@ -483,14 +493,21 @@ def test_migration_5_keeps_every_message_and_drops_the_key(tmp_path) -> None:
     con.execute("""INSERT INTO messages VALUES ('m1', 'r', 'L1', 0, 'question', 'teacher',
         now(), 'What is 1 + 1?', 'm1', 'arithmetic.addition', 1, NULL, NULL, NULL, NULL, NULL,
         NULL, NULL, NULL, 0, 0, 0.0, '{"kind": "question"}')""")
+    con.execute(
+        "INSERT INTO mastery VALUES ('r', 'L1', 0, 'arithmetic.addition', 2, 1, 0.67, 2, now())"
+    )
     con.close()
     store = Store(db)
     assert store.schema_version() == SCHEMA_VERSION
     assert store.query("SELECT message_id, text FROM messages").to_pylist() == [
         {"message_id": "m1", "text": "What is 1 + 1?"}
     ]
+    assert store.query("SELECT lesson_id, alpha FROM mastery").to_pylist() == [
+        {"lesson_id": "L1", "alpha": 2.0}
+    ]
     keys = store.query(
-        "SELECT count(*) AS n FROM duckdb_constraints() WHERE table_name = 'messages' "
+        "SELECT count(*) AS n FROM duckdb_constraints() "
+        "WHERE table_name IN ('messages', 'mastery') "
         "AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')"
     ).to_pylist()
     assert keys == [{"n": 0}]
