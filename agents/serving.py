@@ -91,6 +91,11 @@ def vllm_args(server: ServerConfig, model: str, model_dir: Path, port: int) -> l
     ]  # fmt: skip
     if server.enforce_eager:
         args.append("--enforce-eager")
+    args.append(
+        "--enable-prefix-caching" if server.prefix_caching else "--no-enable-prefix-caching"
+    )
+    if server.block_size is not None:
+        args += ["--block-size", str(server.block_size)]
     if server.gpu_memory_utilization is not None:
         args += ["--gpu-memory-utilization", str(server.gpu_memory_utilization)]
     if server.lora:

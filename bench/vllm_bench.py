@@ -3,7 +3,9 @@
 Both serve the embedded Gemma 270M (bfloat16) to teacher and student; for each concurrency
 (lessons in flight) the same number of lessons runs on each backend, and the tokens the models
 generated (as logged: the servers' own usage counts, the in-process tokenizer's) are divided by
-the wall time of the run. Models are loaded and servers started before timing. Usage:
+the wall time of the run. Models are loaded and servers started before timing. The vLLM
+server runs twice, with prefix caching on (the default) and off; its /metrics give the share of
+prompt tokens served from the prefix cache. Usage:
 
     .venv/bin/python bench/vllm_bench.py --concurrency 1 8 32 --out runs/vllm-bench
 """
@@ -13,7 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
+import urllib.request
 from pathlib import Path
 
 from teachloop import RunConfig, Store
@@ -22,9 +26,19 @@ from teachloop.agents.serving import ServerSet
 from teachloop.graphs.runner import arun_lessons
 
 
-def config_for(backend: str, db: Path, port: int) -> RunConfig:
+def config_for(
+    backend: str, db: Path, port: int, prefix_caching: bool = True, block_size: int | None = None
+) -> RunConfig:
     agent = {"backend": backend, "dtype": "bfloat16", "max_batch_size": 32}
-    servers = [{"roles": ["teacher", "student"], "port": port, "max_concurrency": 64}]
+    servers = [
+        {
+            "roles": ["teacher", "student"],
+            "port": port,
+            "max_concurrency": 64,
+            "prefix_caching": prefix_caching,
+            "block_size": block_size,
+        }
+    ]
     return RunConfig.validated(
         {
             "db": str(db),
@@ -37,12 +51,28 @@ def config_for(backend: str, db: Path, port: int) -> RunConfig:
     )
 
 
+def prefix_cache_counts(config: RunConfig) -> tuple[float, float]:
+    """(queried, hit) prompt tokens of the prefix cache so far, from the vLLM server's /metrics;
+    (0, 0) for the in-process backend."""
+    if not config.servers:
+        return 0.0, 0.0
+    url = config.servers[0].urls()[0].removesuffix("/v1") + "/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+
+    def total(name: str) -> float:
+        return sum(float(v) for v in re.findall(rf"^vllm:{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+    return total("prefix_cache_queries_total"), total("prefix_cache_hits_total")
+
+
 async def measure(config: RunConfig, backend: Backend, concurrency: int, lessons: int) -> dict:
     run_id = f"{config.teacher.backend}-c{concurrency}"
+    queried, hit = prefix_cache_counts(config)
     run = config.with_overrides(run_id=run_id, concurrency=concurrency, lessons=lessons)
     started = time.perf_counter()
     await arun_lessons(run, teacher_backend=backend, student_backend=backend, progress=False)
     seconds = time.perf_counter() - started
+    queried_after, hit_after = prefix_cache_counts(config)
     row = (
         Store(config.db)
         .query(
@@ -53,18 +83,28 @@ async def measure(config: RunConfig, backend: Backend, concurrency: int, lessons
         )
         .to_pylist()[0]
     )
+    label = "embedded"
+    if config.servers:
+        label = "vllm" if config.servers[0].prefix_caching else "vllm-no-prefix-cache"
+    queries = queried_after - queried
     return {
-        "backend": "vllm" if config.teacher.backend == "vllm" else "embedded",
+        "backend": label,
         "concurrency": concurrency,
         "lessons": lessons,
         "calls": row["calls"],
         "tokens": row["tokens"],
         "seconds": round(seconds, 2),
         "tokens_per_s": round(row["tokens"] / seconds, 1),
+        "lessons_per_hour": round(lessons / seconds * 3600, 1),
+        "prefix_cache_hit_rate": round((hit_after - hit) / queries, 3) if queries else None,
     }
 
 
 async def bench_backend(config: RunConfig, levels: list[int], min_lessons: int) -> list[dict]:
+    # Fresh logs: a run id already in an earlier run's file would resume, not run.
+    for db in (config.db, config.db.with_suffix(".warm.duckdb")):
+        for path in db.parent.glob(db.name + "*"):
+            path.unlink()
     backend, _ = build_backends(config)
     try:
         await backend.check()  # load the model / reach the server before timing
@@ -86,22 +126,42 @@ def main() -> None:
     parser.add_argument("--min-lessons", type=int, default=4)
     parser.add_argument("--port", type=int, default=8190)
     parser.add_argument("--out", type=Path, default=Path("runs/vllm-bench"))
+    parser.add_argument("--block-size", type=int, help="vLLM KV block size (CPU default 128)")
+    parser.add_argument(
+        "--embedded-results", type=Path, help="reuse the in-process numbers of an earlier run"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
-    embedded = config_for("transformers", args.out / "embedded.duckdb", args.port)
-    results += asyncio.run(bench_backend(embedded, args.concurrency, args.min_lessons))
-    served = config_for("vllm", args.out / "vllm.duckdb", args.port)
-    with ServerSet(served, log_dir=args.out / "logs", on_status=print):
-        results += asyncio.run(bench_backend(served, args.concurrency, args.min_lessons))
+    if args.embedded_results:
+        earlier = json.loads(args.embedded_results.read_text())
+        results += [r for r in earlier if r["backend"] == "embedded"]
+    else:
+        embedded = config_for("transformers", args.out / "embedded.duckdb", args.port)
+        results += asyncio.run(bench_backend(embedded, args.concurrency, args.min_lessons))
+    for prefix_caching in (True, False):
+        name = "vllm" if prefix_caching else "vllm-no-prefix-cache"
+        served = config_for(
+            "vllm", args.out / f"{name}.duckdb", args.port, prefix_caching, args.block_size
+        )
+        with ServerSet(served, log_dir=args.out / f"logs-{name}", on_status=print):
+            results += asyncio.run(bench_backend(served, args.concurrency, args.min_lessons))
 
     by = {(r["backend"], r["concurrency"]): r for r in results}
-    print("\n| concurrency | embedded tokens/s | vLLM tokens/s | vLLM / embedded |")
-    print("|---:|---:|---:|---:|")
+    print(
+        "\n| in flight | embedded lessons/h | vLLM lessons/h (prefix cache hit rate) "
+        "| vLLM without prefix cache | vLLM / embedded | prefix cache on / off |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
     for c in args.concurrency:
         e, v = by[("embedded", c)], by[("vllm", c)]
-        ratio = v["tokens_per_s"] / e["tokens_per_s"]
-        print(f"| {c} | {e['tokens_per_s']} | {v['tokens_per_s']} | {ratio:.2f}x |")
+        off = by[("vllm-no-prefix-cache", c)]
+        print(
+            f"| {c} | {e['lessons_per_hour']} | {v['lessons_per_hour']} "
+            f"({v['prefix_cache_hit_rate']}) | {off['lessons_per_hour']} "
+            f"| {v['lessons_per_hour'] / e['lessons_per_hour']:.2f}x "
+            f"| {v['lessons_per_hour'] / off['lessons_per_hour']:.2f}x |"
+        )
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nraw numbers: {args.out / 'results.json'}")
 

@@ -160,6 +160,12 @@ class ServerConfig(_Strict):
     # of startup on CPU for little gain at this size, hence eager by default.
     kv_cache_gib: float = Field(default=2.0, gt=0)
     enforce_eager: bool = True
+    # Reuse the KV cache of prompt prefixes the server has seen (every student prompt starts
+    # with the same few-shot preamble, every teacher prompt with its strategy's example).
+    prefix_caching: bool = True
+    # vLLM's KV cache block size; caching works on whole blocks, and vLLM's CPU default (128
+    # tokens) is longer than teachloop's shared prompt prefixes. None: vLLM's default.
+    block_size: int | None = Field(default=None, ge=1)
     # GPU: GPUs per replica, and the share of each GPU's memory vLLM may take.
     tensor_parallel_size: int = Field(default=1, ge=1)
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)

@@ -96,10 +96,15 @@ def test_vllm_command_line_follows_the_server_config(tmp_path: Path) -> None:
     assert value("--tensor-parallel-size") == "2" and value("--gpu-memory-utilization") == "0.4"
     assert value("--max-lora-rank") == "16"
     assert "--enable-lora" in args and "--enforce-eager" in args
+    assert "--enable-prefix-caching" in args and "--block-size" not in args
     assert args[-2:] == ["--seed", "3"]
-    teacher = ServerConfig(roles=("teacher",), port=8100, enforce_eager=False)
-    assert "--enable-lora" not in vllm_args(teacher, "m", tmp_path, 8100)
-    assert "--enforce-eager" not in vllm_args(teacher, "m", tmp_path, 8100)
+    teacher = ServerConfig(
+        roles=("teacher",), port=8100, enforce_eager=False, prefix_caching=False, block_size=32
+    )
+    teacher_args = vllm_args(teacher, "m", tmp_path, 8100)
+    assert "--enable-lora" not in teacher_args and "--enforce-eager" not in teacher_args
+    assert "--no-enable-prefix-caching" in teacher_args
+    assert teacher_args[teacher_args.index("--block-size") + 1] == "32"
 
 
 def test_servers_start_healthy_and_stop_with_their_children(
