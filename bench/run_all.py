@@ -6,7 +6,8 @@ table of figure, target, measured, pass/fail.
 
 Each benchmark measures its ratios within its own run (absolute times on a shared machine
 vary). ``--readme`` rewrites the table between README's ``<!-- bench:begin -->`` and
-``<!-- bench:end -->`` markers from the results. Exits 1 if a figure misses its target.
+``<!-- bench:end -->`` markers from the results. With ``--only``, the other benchmarks' figures
+are kept from the earlier results file. Exits 1 if a figure misses its target.
 """
 
 from __future__ import annotations
@@ -89,6 +90,15 @@ def main() -> None:
         for f in figures:
             console.print(f"  {f.name}: {number(f.measured)} {f.unit}")
     results["seconds"] = seconds
+    earlier = args.out / "results.json"
+    if args.only and earlier.exists():  # keep what was not rerun, in the usual order
+        old = json.loads(earlier.read_text())
+        kept = [f for f in old["figures"] if f["bench"] not in chosen]
+        order = list(BENCHES)
+        results["figures"] = sorted(
+            kept + results["figures"], key=lambda f: order.index(f["bench"])
+        )
+        results["seconds"] = {**old.get("seconds", {}), **seconds}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
