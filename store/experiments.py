@@ -180,7 +180,7 @@ class ExperimentLog(DuckDBFile):
                    AS share
             FROM (
                 SELECT regexp_extract(run_id, '-s(\\d+)-selective$', 1)::INT AS seed, topic,
-                       count(*) AS questions
+                       count(DISTINCT message_id) AS questions
                 FROM messages
                 WHERE kind = 'question'
                   AND regexp_matches(run_id, '^' || $prefix || '-s\\d+-selective$')

@@ -30,8 +30,8 @@ _PAIRS = """
 answers AS (
     SELECT a.run_id, a.lesson_id, a.question_id, a.topic, a.attempt, a.message_id, a.text,
            a.final_answer, a.payload ->> '$.prompt' AS prompt, c.correct
-    FROM messages a
-    JOIN messages c
+    FROM unique_messages a
+    JOIN unique_messages c
       ON c.question_id = a.question_id AND c.kind = 'critique' AND c.attempt = a.attempt
     WHERE a.kind = 'answer' AND a.lesson_id IN (SELECT lesson_id FROM scope)),
 corrected AS (
@@ -40,7 +40,8 @@ corrected AS (
     FROM answers WHERE attempt > 0 AND correct GROUP BY question_id),
 reteaches AS (
     SELECT question_id, attempt, coalesce((payload ->> '$.leaked')::BOOLEAN, false) AS leaked
-    FROM messages WHERE kind = 'reteach' AND lesson_id IN (SELECT lesson_id FROM scope)),
+    FROM unique_messages
+    WHERE kind = 'reteach' AND lesson_id IN (SELECT lesson_id FROM scope)),
 candidates AS (
     SELECT w.run_id, w.lesson_id, w.question_id, w.topic, w.prompt,
            ' ' || coalesce(c.text, q.payload ->> '$.reference_answer') AS chosen,
@@ -53,7 +54,7 @@ candidates AS (
            list_filter([w.question_id, w.message_id, c.message_id], x -> x IS NOT NULL)
                AS source_ids
     FROM answers w
-    JOIN messages q ON q.message_id = w.question_id
+    JOIN unique_messages q ON q.message_id = w.question_id
     LEFT JOIN corrected c ON c.question_id = w.question_id
     LEFT JOIN reteaches r ON r.question_id = c.question_id AND r.attempt = c.attempt
     WHERE w.attempt = 0 AND NOT w.correct),

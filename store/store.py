@@ -53,6 +53,7 @@ MIGRATIONS = [
     (4, "004_experiments.sql"),
     (5, "005_messages_without_key.sql"),
     (6, "006_mastery_without_key.sql"),
+    (7, "007_unique_messages.sql"),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # Tables without a PRIMARY KEY (migrations 5 and 6) and the columns that identify their rows.
@@ -360,7 +361,9 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
     def transcript(self, lesson_id: str) -> list[Message]:
         """The lesson's typed messages in turn order (an exact round trip of what was logged)."""
         rows = self.query(
-            "SELECT payload FROM messages WHERE lesson_id = ? ORDER BY turn", [lesson_id]
+            "SELECT payload FROM (SELECT DISTINCT ON (message_id) payload, turn FROM messages "
+            "WHERE lesson_id = ?) ORDER BY turn",
+            [lesson_id],
         )
         return [parse_message(p) for p in rows.column("payload").to_pylist()]
 
@@ -408,7 +411,7 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
             WITH {weights},
             last_reteach AS (
                 SELECT m.question_id, arg_max(m.strategy, m.attempt) AS strategy
-                FROM messages m WHERE m.kind = 'reteach'
+                FROM unique_messages m WHERE m.kind = 'reteach'
                   AND m.lesson_id IN (SELECT lesson_id FROM outcomes)
                 GROUP BY m.question_id)
             SELECT o.topic, r.strategy,
@@ -427,7 +430,7 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
     def teacher_tokens(self, run_id: str) -> int:
         """Tokens the teacher generated in a run (feedback, reteaches, judgements)."""
         row = self.query(
-            "SELECT coalesce(sum(completion_tokens), 0) AS n FROM messages "
+            "SELECT coalesce(sum(completion_tokens), 0) AS n FROM unique_messages "
             "WHERE run_id = ? AND sender = 'teacher'",
             [run_id],
         ).to_pylist()
@@ -450,7 +453,8 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
     def messages_by_kind(self, run_id: str) -> dict[str, int]:
         """How many messages of each kind (question, answer, ...) the run logged."""
         rows = self.query(
-            "SELECT kind, count(*) AS n FROM messages WHERE run_id = ? GROUP BY kind ORDER BY kind",
+            "SELECT kind, count(DISTINCT message_id) AS n FROM messages WHERE run_id = ? "
+            "GROUP BY kind ORDER BY kind",
             [run_id],
         ).to_pylist()
         return {r["kind"]: r["n"] for r in rows}

@@ -511,3 +511,31 @@ def test_migrations_5_and_6_keep_every_row_and_drop_the_keys(tmp_path) -> None:
         "AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')"
     ).to_pylist()
     assert keys == [{"n": 0}]
+
+
+def test_a_message_stored_twice_is_counted_once(logged) -> None:
+    """`messages` has no key: a row that slips in twice (someone's own INSERT, a lake without
+    keys) must not change a view, a summary or the pairs."""
+    store, result = logged
+    run_id = result.run_id
+
+    def everything() -> dict:
+        views = {v: store.query(f"SELECT * FROM {v} ORDER BY ALL").to_pylist() for v in VIEWS}
+        return {
+            **views,
+            "transcripts": [store.transcript(x.lesson_id) for x in store.lessons()],
+            "by_kind": store.messages_by_kind(run_id),
+            "teacher_tokens": store.teacher_tokens(run_id),
+            "summary": store.run_summary(run_id),
+            "mastery": store.mastery_counts(store.run_summary(run_id).student_model),
+            "pairs": [p.model_dump(exclude={"created_at"}) for p in store.run_pairs(run_id)],
+        }
+
+    before = everything()
+    with store.writing() as con:
+        con.execute("INSERT INTO messages SELECT * FROM messages")
+        con.execute("INSERT INTO mastery SELECT * FROM mastery")
+    assert store.query("SELECT count(*) AS n FROM messages").to_pylist()[0]["n"] == 2 * (
+        before["summary"].messages
+    )
+    assert before["pairs"] and everything() == before

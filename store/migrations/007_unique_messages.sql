@@ -1,0 +1,3 @@
+-- teachloop store, migration 7: no table changes. The views now read `unique_messages`
+-- (views.sql, recreated with every schema version), so a message row stored twice is counted
+-- once; this migration only bumps the schema version so existing files get the new views.
