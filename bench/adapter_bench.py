@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import torch  # here, in the main thread: the profiler must start where torch re
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from figures import Figure
+from figures import Figure, cpu_name
 
 from teachloop.agents.backends.base import Completion, GenerationRequest
 from teachloop.agents.backends.transformers_backend import TransformersBackend
@@ -102,15 +101,9 @@ def lm_head_kernel(backend: TransformersBackend) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads, "
         f"load average {load}"
     )

@@ -27,13 +27,17 @@ class Figure(BaseModel):
         return self.measured >= float(bound) if op == ">=" else self.measured <= float(bound)
 
 
-def machine() -> dict[str, object]:
-    cpu = platform.processor() or "cpu"
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
     except (OSError, StopIteration):
-        pass
+        return platform.processor() or "cpu"
+
+
+def machine() -> dict[str, object]:
     versions = {}
     for package in ("teachloop", "langgraph", "duckdb", "pyarrow", "pydantic", "torch"):
         try:
@@ -41,7 +45,7 @@ def machine() -> dict[str, object]:
         except PackageNotFoundError:
             versions[package] = None
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],

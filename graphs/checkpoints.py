@@ -37,14 +37,12 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-COMMIT_EVERY_S = 0.0  # 0: at the end of the event-loop pass that wrote
-
 
 class LoopSqliteSaver(SqliteSaver):
-    """``SqliteSaver`` whose async methods run on the calling (event loop) thread, with
-    commits grouped (at most ``COMMIT_EVERY_S`` after the write)."""
+    """``SqliteSaver`` whose async methods run on the calling (event loop) thread, with the
+    commits of one event-loop pass grouped."""
 
-    _timer: asyncio.TimerHandle | None = None
+    _scheduled: asyncio.Handle | None = None
     _dirty = False
 
     @contextmanager
@@ -61,13 +59,13 @@ class LoopSqliteSaver(SqliteSaver):
         except RuntimeError:  # called outside a loop (the sync API): commit now
             self._commit()
             return
-        if self._timer is None:
-            self._timer = loop.call_later(COMMIT_EVERY_S, self._commit)
+        if self._scheduled is None:
+            self._scheduled = loop.call_soon(self._commit)
 
     def _commit(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
         if self._dirty:
             with self.lock:
                 self.conn.commit()
@@ -84,7 +82,7 @@ class LoopSqliteSaver(SqliteSaver):
             saver.setup()
             conn.execute("PRAGMA synchronous=NORMAL")
             yield saver
-        finally:  # whatever ended the run, what was saved is committed, and no timer outlives it
+        finally:  # however the run ended: commit what was saved, leave nothing scheduled
             saver._commit()
             conn.close()
 

@@ -77,14 +77,13 @@ class DuckDBFile:
 
 def insert_new(
     con: duckdb.DuckDBPyConnection, table: str, relation: str, key: tuple[str, ...]
-) -> int:
+) -> None:
     """Insert the rows of ``relation`` whose ``key`` columns are not in ``table`` yet (and each
-    key once): idempotent writes without a PRIMARY KEY. Returns rows inserted. Call it inside
-    the transaction, under ``writing``."""
+    key once): idempotent writes without a PRIMARY KEY. Call it inside the transaction, under
+    ``writing``."""
     match = " AND ".join(f"t.{c} = b.{c}" for c in key)
-    row = con.execute(
+    con.execute(
         f"INSERT INTO {table} BY NAME SELECT * FROM {relation} b "
         f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match}) "
         f"QUALIFY row_number() OVER (PARTITION BY {', '.join(f'b.{c}' for c in key)}) = 1"
-    ).fetchone()
-    return int(row[0]) if row else 0
+    )
