@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from teachloop.config import EMBEDDED_MODEL
+from teachloop.environment import default_cache_root
 from teachloop.errors import ConfigError
 
 # Bump when the converted directory's contents change (tokenizer fix, template, dtype), so old
@@ -48,12 +49,6 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
 )
-
-
-def default_cache_root() -> Path:
-    """``$TEACHLOOP_CACHE`` if set, else ``~/.cache/teachloop``."""
-    env = os.environ.get("TEACHLOOP_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "teachloop"
 
 
 def embedded_model_dir(cache_dir: Path | None = None) -> Path:

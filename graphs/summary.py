@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 from rich.console import Console
@@ -30,7 +29,7 @@ class RunResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     run_id: str
-    db: Path
+    db: str
     status: str
     lessons: int
     lessons_failed: int
@@ -100,11 +99,11 @@ def summarize(
     """The run's summary from the store's views (the same numbers SQL users see)."""
     run = store.run_summary(run_id)
     if run is None:
-        raise StoreError(f"run {run_id!r} is not in {store.path}")
+        raise StoreError(f"run {run_id!r} is not in {store.location}")
     per_topic = {t.topic: t for t in store.topic_accuracy(run_id)}
     return RunResult(
         run_id=run_id,
-        db=store.path,
+        db=store.location,
         status=run.status,
         lessons=run.lessons,
         lessons_failed=run.lessons_failed,

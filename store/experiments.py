@@ -10,7 +10,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from teachloop.errors import StoreError
-from teachloop.store.base import DuckDBFile, utcnow
+from teachloop.store.base import Connected, insert_new, upsert, utcnow
 from teachloop.store.records import Row
 
 
@@ -87,7 +87,7 @@ class TopicShare(Row):
     share: float
 
 
-class ExperimentLog(DuckDBFile):
+class ExperimentLog(Connected):
     def write_experiment(self, record: ExperimentRecord, seeds: Sequence[int]) -> None:
         """Record an experiment, or add seeds to it. Its design must not change: results of
         two designs under one name would be compared as if they were one."""
@@ -99,13 +99,20 @@ class ExperimentLog(DuckDBFile):
             if row is not None and row[0] != record.config:
                 con.execute("ROLLBACK")
                 raise StoreError(
-                    f"experiment {record.experiment!r} is already in {self.path} with another "
+                    f"experiment {record.experiment!r} is already in {self.location} with another "
                     "design (arms, budget, topics or models differ): give this one another "
                     "experiment.name"
                 )
             con.execute(
-                "INSERT INTO experiments VALUES (?, ?::JSON, ?, ?) ON CONFLICT (experiment) DO "
-                "UPDATE SET seeds = list_sort(list_distinct(list_concat(seeds, excluded.seeds)))",
+                "UPDATE experiments SET seeds = list_sort(list_distinct(list_concat(seeds, ?))) "
+                "WHERE experiment = ?",
+                [list(seeds), record.experiment],
+            )
+            insert_new(
+                con,
+                "experiments",
+                "(SELECT ?::VARCHAR AS experiment, ?::JSON AS config, "
+                "?::INTEGER[] AS seeds, ?::TIMESTAMPTZ AS created_at)",
                 [record.experiment, record.config, list(seeds), utcnow()],
             )
             con.execute("COMMIT")
@@ -123,11 +130,9 @@ class ExperimentLog(DuckDBFile):
         with self.connect() as con:
             con.execute("BEGIN")
             con.register("batch_outcomes", table)
-            con.execute(
-                "INSERT OR REPLACE INTO experiment_outcomes BY NAME SELECT * FROM batch_outcomes"
-            )
+            upsert(con, "experiment_outcomes", "batch_outcomes")
             con.register("batch_arm", pa.Table.from_pylist([result.model_dump()]))
-            con.execute("INSERT OR REPLACE INTO experiment_arms BY NAME SELECT * FROM batch_arm")
+            upsert(con, "experiment_arms", "batch_arm")
             con.execute("COMMIT")
 
     def arm_results(self, experiment: str) -> list[ArmResult]:

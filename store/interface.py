@@ -39,7 +39,8 @@ from teachloop.store.records import (
 
 @runtime_checkable
 class LogStore(Protocol):
-    path: Path
+    path: Path | None  # the DuckDB file; None for a lake
+    location: str  # what messages name: the file, or the lake's target without a password
     read_only: bool  # opened for reading only: nothing (not even a migration) writes
 
     def schema_version(self) -> int: ...

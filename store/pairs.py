@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from teachloop.store.base import DuckDBFile
+from teachloop.store.base import Connected, insert_new_sql, set_meta
 from teachloop.store.records import PairBuild, PreferencePair
 
 WATERMARK_KEY = "pairs_watermark"
@@ -80,7 +80,7 @@ WITH scope AS (
       AND logged_at <= $upto::TIMESTAMPTZ),
 """
     + _PAIRS
-    + "INSERT OR IGNORE INTO preference_pairs BY NAME SELECT * FROM pairs"
+    + insert_new_sql("preference_pairs", "pairs")
 )
 
 _OF_RUN = (
@@ -96,7 +96,7 @@ ORDER BY l.lesson_index, p.question_id
 )
 
 
-class PairBuilder(DuckDBFile):
+class PairBuilder(Connected):
     def build_pairs(self) -> PairBuild:
         """Turn the lessons logged since the last build into preference pairs, in one
         transaction (pairs and the moved watermark commit together, or neither does)."""
@@ -126,9 +126,7 @@ class PairBuilder(DuckDBFile):
                         "SELECT rule, count(*) FROM preference_pairs GROUP BY rule"
                     ).fetchall()
                 )
-                con.execute(
-                    "INSERT OR REPLACE INTO teachloop_meta VALUES (?, ?)", [WATERMARK_KEY, upto]
-                )
+                set_meta(con, WATERMARK_KEY, upto)
             else:
                 before = after = {}
             unused = con.execute(

