@@ -165,7 +165,7 @@ class ServerSet:
         if not config.servers:
             raise ConfigError("the config has no [[servers]] entries: nothing to serve")
         self.config = config
-        self.log_dir = log_dir or config.db.parent / "servers"
+        self.log_dir = log_dir or config.home / "servers"
         self.on_status = on_status or (lambda _msg: None)
         self._replicas = plan(config, self.log_dir)
 

@@ -1,4 +1,5 @@
-"""The runner's checkpointer: LangGraph's SQLite saver, driven from the event loop's thread.
+"""The runner's checkpointers: LangGraph's SQLite saver, driven from the event loop's thread,
+beside a DuckDB file; LangGraph's PostgreSQL saver beside a lake (``open_checkpointer``).
 
 LangGraph's ``AsyncSqliteSaver`` sends every statement, cursor and commit through aiosqlite's
 worker thread, and each of those is a round trip between threads; a checkpoint and its writes
@@ -22,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
@@ -36,6 +38,9 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
+
+from teachloop.errors import StoreError
+from teachloop.store.lake import catalog_conninfo, is_lake, redact
 
 
 class LoopSqliteSaver(SqliteSaver):
@@ -125,3 +130,41 @@ class LoopSqliteSaver(SqliteSaver):
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
         return self.get_delta_channel_history(config=config, channels=channels)
+
+
+def checkpoint_path(db: Path) -> Path:
+    return db.with_name(db.name + ".checkpoints.sqlite")
+
+
+@asynccontextmanager
+async def open_checkpointer(
+    db: str | Path, serde: SerializerProtocol
+) -> AsyncIterator[BaseCheckpointSaver]:
+    """The checkpointer a run's lessons resume from. Beside a DuckDB file: SQLite next to it
+    (one process drives the run). For a lake: LangGraph's PostgreSQL saver in the catalog's
+    database, which every worker on every machine reaches, so another worker can resume a
+    killed one's lessons (its tables, ``checkpoints*``, sit beside DuckLake's ``ducklake_*``)."""
+    if not is_lake(db):
+        with LoopSqliteSaver.open(checkpoint_path(Path(db)), serde) as saver:
+            yield saver
+        return
+    try:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg import Error as PostgresError
+    except ImportError:
+        raise StoreError(
+            "checkpoints for a lake need the scale extra: pip install 'teachloop[scale]'"
+        ) from None
+    conninfo = catalog_conninfo(str(db))
+    try:
+        manager = AsyncPostgresSaver.from_conn_string(conninfo, serde=serde)
+        saver = await manager.__aenter__()
+        await saver.setup()
+    except PostgresError as e:
+        raise StoreError(
+            f"cannot open checkpoints in {redact(conninfo)}: {' '.join(str(e).split())}"
+        ) from None
+    try:
+        yield saver
+    finally:
+        await manager.__aexit__(None, None, None)

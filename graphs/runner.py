@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import UTC, datetime
-from pathlib import Path
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph.state import CompiledStateGraph
@@ -25,7 +24,7 @@ from teachloop.agents.mastery import MasteryModel
 from teachloop.config import RunConfig
 from teachloop.domains import Domain, DomainSet, build_domains
 from teachloop.errors import BackendUnavailable
-from teachloop.graphs.checkpoints import LoopSqliteSaver
+from teachloop.graphs.checkpoints import open_checkpointer
 from teachloop.graphs.lesson import (
     CHECKPOINT_TYPES,
     LessonAgents,
@@ -49,10 +48,6 @@ _FLUSH_EVERY_S = 1.0
 
 # Called with each message as a lesson produces it (streaming, `teachloop run --follow`).
 OnMessage = Callable[[AnyMessage], None]
-
-
-def checkpoint_path(db: Path) -> Path:
-    return db.with_name(db.name + ".checkpoints.sqlite")
 
 
 def lesson_id(run_id: str, index: int) -> str:
@@ -98,11 +93,11 @@ async def arun_lessons(
     """``run_lessons`` in a running event loop."""
     config = config.with_domains(domains)
     domain_set = build_domains(config)
-    store = Store(config.db)
+    store = Store.of(config)
     config = config.with_run_id()
     run_id = config.run_id
     assert run_id is not None
-    student_version = _student_version(store, config)
+    student_version = promoted_student(store, config)
     owned = teacher_backend is None and student_backend is None
     if teacher_backend is None or student_backend is None:
         adapter = LoraAdapter.of(student_version)
@@ -207,17 +202,36 @@ class _Runner:
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
 
     async def run(self, *, progress: bool) -> RunResult:
+        """The whole run in this process: recorded, its lessons driven, summarized."""
         cfg = self.config
         started = time.perf_counter()
-        self.store.write_run(
-            RunRecord(
-                run_id=self.run_id,
-                lessons_planned=cfg.lessons,
-                teacher_model=cfg.teacher.model,
-                student_model=self.student_model,
-                config=cfg.model_dump_json(),
-            )
+        start_run(self.store, cfg, self.student_model)
+        done = self.store.finished_lessons(self.run_id)
+        status = "interrupted"
+        try:
+            with _progress(progress, cfg.lessons, len(done)) as bar:
+                await self.lessons(range(cfg.lessons), bar.advance)
+            status = "failed" if self.failed else "complete"
+        except BackendUnavailable:
+            status = "failed"
+            raise
+        finally:
+            self.store.finish_run(self.run_id, status)
+        return summarize(
+            self.store,
+            self.run_id,
+            self.agents.estimate.model,
+            cfg.topics,
+            wall_time_s=time.perf_counter() - started,
+            lessons_resumed=len(done),
         )
+
+    async def lessons(self, indices: Iterable[int], advance: Callable[[], None]) -> None:
+        """Drive the lessons ``indices`` of the run that are not in the store yet (new ones
+        from the start, interrupted ones from their checkpoint) and log them; ``advance`` is
+        called as each ends. A whole run calls it with every index, a Ray worker with its
+        share (``graphs.distributed``)."""
+        cfg = self.config
         done = self.store.finished_lessons(self.run_id)
         # What this student showed before: this run's finished lessons (a resume), earlier
         # rounds of the same version, earlier versions at a discount.
@@ -229,29 +243,25 @@ class _Runner:
         self.agents.estimate.model = MasteryModel.from_counts(
             counts, start_difficulty=cfg.lesson.start_difficulty
         )
-        todo = [i for i in range(cfg.lessons) if lesson_id(self.run_id, i) not in done]
-        status = "interrupted"
+        todo = [i for i in indices if lesson_id(self.run_id, i) not in done]
         serde = JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES)
-        with LoopSqliteSaver.open(checkpoint_path(cfg.db), serde) as saver:
+        async with open_checkpointer(cfg.db, serde) as saver:
             self.saver = saver
             graph = build_lesson_graph(self.agents, saver)
             stop_flushing = asyncio.Event()
             flusher = asyncio.create_task(self._flush_periodically(stop_flushing))
             try:
-                with _progress(progress, cfg.lessons, len(done)) as bar:
-                    gate = asyncio.Semaphore(cfg.concurrency)
+                gate = asyncio.Semaphore(cfg.concurrency)
 
-                    async def one(index: int) -> None:
-                        async with gate:
-                            await self._lesson(graph, index)
-                        bar.advance()
+                async def one(index: int) -> None:
+                    async with gate:
+                        await self._lesson(graph, index)
+                    advance()
 
-                    async with asyncio.TaskGroup() as tasks:
-                        for index in todo:
-                            tasks.create_task(one(index))
-                status = "failed" if self.failed else "complete"
+                async with asyncio.TaskGroup() as tasks:
+                    for index in todo:
+                        tasks.create_task(one(index))
             except* BackendUnavailable as group:
-                status = "failed"
                 raise group.exceptions[0] from None
             finally:
                 # Stop, don't cancel: cancelling would leave a write under way running in its
@@ -259,16 +269,7 @@ class _Runner:
                 stop_flushing.set()
                 await flusher
                 await self._flush()  # whatever happened, logged lessons reach the store
-                self.store.finish_run(self.run_id, status)
                 self.writer.shutdown()
-        return summarize(
-            self.store,
-            self.run_id,
-            self.agents.estimate.model,
-            cfg.topics,
-            wall_time_s=time.perf_counter() - started,
-            lessons_resumed=len(done),
-        )
 
     async def _lesson(self, graph: CompiledStateGraph, index: int) -> None:
         lid = lesson_id(self.run_id, index)
@@ -356,7 +357,21 @@ class _Runner:
                 await self.saver.adelete_thread(log.lesson.lesson_id)
 
 
-def _student_version(store: Store, config: RunConfig) -> ModelVersion:
+def start_run(store: Store, config: RunConfig, student_model: str) -> None:
+    """Record the run's start (a resumed run keeps its first start time)."""
+    assert config.run_id is not None
+    store.write_run(
+        RunRecord(
+            run_id=config.run_id,
+            lessons_planned=config.lessons,
+            teacher_model=config.teacher.model,
+            student_model=student_model,
+            config=config.model_dump_json(),
+        )
+    )
+
+
+def promoted_student(store: Store, config: RunConfig) -> ModelVersion:
     """The student model lessons use: the store's promoted version of the configured model when
     there is one and the config follows it, else the base model."""
     base = ModelVersion(version="base", method="base", base_model=config.student.model)

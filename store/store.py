@@ -46,6 +46,8 @@ from teachloop.store.registry import ModelRegistry
 if TYPE_CHECKING:
     import pandas as pd  # only with the `train` extra: imported by `df` when called
 
+    from teachloop.config import RunConfig
+
 # (version, file in store/migrations/); the schema version is the last one applied.
 MIGRATIONS = [
     (1, "001_core.sql"),
@@ -106,6 +108,11 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
         if not read_only and not is_lake(target) and not Path(target).exists():
             raise StoreError(f"database {target} does not exist")
         return cls(target, read_only=read_only)
+
+    @classmethod
+    def of(cls, config: RunConfig) -> Store:
+        """The store a run config names (``db``, and ``[store]`` for a lake)."""
+        return cls(config.db, data_path=config.store.data_path)
 
     @property
     def is_lake(self) -> bool:

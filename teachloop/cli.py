@@ -289,7 +289,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
     config = RunConfig.from_file(args.config).with_overrides(db=args.db)
     name = config.experiment.name
-    out = args.out or config.db.parent / "experiments" / name
+    out = args.out or config.home / "experiments" / name
 
     def show(r: ArmResult) -> None:
         print(
@@ -300,7 +300,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
     with _serving(config, args.serve):
         run_experiment(config, seeds=args.seeds, out=out, progress=not args.quiet, on_arm=show)
-    summary = summarize_experiment(Store(config.db), name)
+    summary = summarize_experiment(Store.of(config), name)
     path = write_experiment_report(summary, out)
     print(render_markdown(summary))
     print(f"report: {path}")

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -396,8 +397,35 @@ class ExperimentConfig(_Strict):
         return [BUILTIN_ARMS[a] if isinstance(a, str) else a for a in self.arms]
 
 
+LAKE_PREFIX = "ducklake:"
+
+
+def db_target(value: object) -> object:
+    """A store target: a lake (``ducklake:postgres:<conninfo>``) stays a string, anything else
+    is a DuckDB file's path."""
+    if isinstance(value, str) and not value.startswith(LAKE_PREFIX):
+        return Path(value)
+    return value
+
+
+# Where the log lives: a DuckDB file, or a lake target (a string starting with "ducklake:").
+DBTarget = Annotated[Path | str, BeforeValidator(db_target)]
+
+
+class StoreConfig(_Strict):
+    """``[store]``: settings of a lake (``db = "ducklake:postgres:..."``)."""
+
+    data_path: Path | None = Field(
+        default=None,
+        description="the lake's Parquet files: a directory every machine mounts at this path "
+        "(needed when the lake is created; its catalog remembers it); adapters, servers' logs "
+        "and experiments go beside it",
+    )
+
+
 class RunConfig(_Strict):
-    db: Path = Path("teachloop.duckdb")
+    db: DBTarget = Path("teachloop.duckdb")
+    store: StoreConfig = StoreConfig()
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     lessons: int = Field(default=8, ge=1)
     concurrency: int = Field(default=8, ge=1)
@@ -459,6 +487,15 @@ class RunConfig(_Strict):
             )
         return self
 
+    @property
+    def home(self) -> Path:
+        """Where a run's files go beside its log (adapters, servers' logs, experiments): the
+        DuckDB file's directory, or for a lake the directory holding its data path (shared
+        by every machine), else the working directory."""
+        if isinstance(self.db, Path):
+            return self.db.parent
+        return self.store.data_path.parent if self.store.data_path else Path.cwd()
+
     def agent(self, role: Role) -> AgentConfig:
         return self.teacher if role == "teacher" else self.student
 
@@ -497,8 +534,11 @@ class RunConfig(_Strict):
 
         if "banks" in data and isinstance(data["banks"], list):
             data["banks"] = [beside(b) if isinstance(b, str) else b for b in data["banks"]]
-        if "db" in data and isinstance(data["db"], str):
+        if isinstance(data.get("db"), str) and not data["db"].startswith(LAKE_PREFIX):
             data["db"] = beside(data["db"])
+        store = data.get("store")
+        if isinstance(store, dict) and isinstance(store.get("data_path"), str):
+            store["data_path"] = beside(store["data_path"])
         training = data.get("training")
         if isinstance(training, dict) and isinstance(training.get("adapters"), str):
             training["adapters"] = beside(training["adapters"])

@@ -72,11 +72,11 @@ def run_experiment(
     config = config.with_domains(domains)
     exp = config.experiment
     seeds = seeds or exp.seeds
-    store = Store(config.db)
+    store = Store.of(config)
     store.write_experiment(
         ExperimentRecord(experiment=exp.name, config=_design(config)), seeds=seeds
     )
-    out = out or config.db.parent / "experiments" / exp.name
+    out = out or config.home / "experiments" / exp.name
     domains = build_domains(config)
     heldout = heldout_problems(domains, config.topics, config.eval.per_topic, config.eval.seed)
     reserved = frozenset(p.question for p in heldout)  # no training example is held out

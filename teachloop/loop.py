@@ -48,7 +48,7 @@ def run_loop(
         clock = _Clock()
         run = run_lessons(config.with_overrides(run_id=f"{prefix}-r{k}"), progress=progress)
         clock.lap("lessons")
-        pairs = build_pairs(Store(config.db))
+        pairs = build_pairs(Store.of(config))
         clock.lap("pairs")
         job = train(config, progress=progress)
         clock.lap("train")

@@ -15,7 +15,7 @@ from teachloop import Store, run_lessons
 from teachloop.agents.backends.base import GenerationRequest
 from teachloop.agents.backends.scripted import ScriptedBackend
 from teachloop.errors import BackendUnavailable
-from teachloop.graphs.runner import checkpoint_path
+from teachloop.graphs.checkpoints import checkpoint_path
 
 TESTS = Path(__file__).parent
 

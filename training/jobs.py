@@ -87,7 +87,7 @@ def train(
     """Train a new student version on the pairs no job has used yet (safe to run from cron:
     with nothing new it does nothing)."""
     started = time.perf_counter()
-    store = Store(config.db)
+    store = Store.of(config)
     base_model = config.student.model
     store.ensure_base(base_model)
     parent = (
@@ -106,7 +106,7 @@ def train(
         train_config = train_config.model_copy(update={"method": method})
     job_id = f"job-{_now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
     version = store.next_version_name()
-    out_dir = (train_config.adapters or config.db.parent / "adapters") / version
+    out_dir = (train_config.adapters or config.home / "adapters") / version
     if out_dir.exists():  # left by a job killed after saving, before recording: not a version
         shutil.rmtree(out_dir)
     store.start_job(
@@ -188,7 +188,7 @@ def evaluate_version(
     config: RunConfig, version: str, *, store: LogStore | None = None
 ) -> EvalResult:
     """Accuracy per topic of a model version on the held-out set (cached in `evaluations`)."""
-    store = store or Store(config.db)
+    store = store or Store.of(config)
     store.ensure_base(config.student.model)
     model = store.model_version(version)
     eval_id = _eval_id(version, config)
@@ -263,7 +263,7 @@ def _result_from_rows(version: str, seed: int, rows: list[EvaluationRow]) -> Eva
 def evaluate_and_promote(config: RunConfig, version: str, *, promote: bool = True) -> GateDecision:
     """Evaluate ``version`` and the promoted incumbent on the same held-out set; promote the
     candidate unless some topic (or the overall accuracy) drops beyond the tolerance."""
-    store = Store(config.db)
+    store = Store.of(config)
     store.ensure_base(config.student.model)
     incumbent = store.current_student(config.student.model)
     result = evaluate_version(config, version, store=store)
