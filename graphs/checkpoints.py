@@ -132,6 +132,9 @@ class LoopSqliteSaver(SqliteSaver):
         return self.get_delta_channel_history(config=config, channels=channels)
 
 
+_SETUP_LOCK = 0x7EAC4_100B  # the advisory lock key of the checkpoint tables' setup
+
+
 def checkpoint_path(db: Path) -> Path:
     return db.with_name(db.name + ".checkpoints.sqlite")
 
@@ -159,7 +162,13 @@ async def open_checkpointer(
     try:
         manager = AsyncPostgresSaver.from_conn_string(conninfo, serde=serde)
         saver = await manager.__aenter__()
-        await saver.setup()
+        # Workers start together and setup() is not safe to run twice at once (its migration
+        # rows collide): one at a time, under an advisory lock.
+        await saver.conn.execute("SELECT pg_advisory_lock(%s)", [_SETUP_LOCK])
+        try:
+            await saver.setup()
+        finally:
+            await saver.conn.execute("SELECT pg_advisory_unlock(%s)", [_SETUP_LOCK])
     except PostgresError as e:
         raise StoreError(
             f"cannot open checkpoints in {redact(conninfo)}: {' '.join(str(e).split())}"

@@ -419,6 +419,9 @@ class _NoProgress:
     def advance(self) -> None:
         return None
 
+    def update(self, completed: int) -> None:
+        return None
+
 
 class _Bar:
     def __init__(self, total: int, completed: int) -> None:
@@ -439,6 +442,9 @@ class _Bar:
 
     def advance(self) -> None:
         self.progress.advance(self.task)
+
+    def update(self, completed: int) -> None:
+        self.progress.update(self.task, completed=completed)
 
 
 def _progress(enabled: bool, total: int, completed: int) -> _Bar | _NoProgress:

@@ -121,10 +121,14 @@ class DuckLake:
         try:
             con.execute(attach)
             con.execute(f"SET ducklake_max_retry_count = {_MAX_COMMIT_RETRIES}")
-            stored = con.execute(
+            # fetchall: a result left unread keeps its transaction open, and with it one on
+            # the catalog, which blocks PostgreSQL's CREATE INDEX CONCURRENTLY (checkpointer
+            # setup) for as long as this process lives.
+            rows = con.execute(
                 f"SELECT value FROM __ducklake_metadata_{_CATALOG}.ducklake_metadata "
                 "WHERE key = 'data_path'"
-            ).fetchone()
+            ).fetchall()
+            stored = rows[0] if rows else None
         except duckdb.Error as e:
             con.close()
             raise StoreError(f"cannot open lake {self.location}: {self._explain(e)}") from None

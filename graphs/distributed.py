@@ -1,0 +1,191 @@
+"""One run's lessons spread over Ray workers, all writing one lake (README "Scaling out").
+
+The driver records the run, splits the lessons not yet logged into one share per worker and
+starts a Ray task per share. Each task drives its share as ``run_lessons`` would in one process
+(lessons concurrently against the endpoint pool, finished lessons flushed to the lake in
+batches) with its checkpoints in PostgreSQL. A task whose process dies (SIGKILL, a lost
+machine) is rerun by Ray (``max_retries``) on another worker: lessons already in the lake are
+skipped, the others resume from their last checkpoint. Each lesson has one writer at a time and
+deterministic message ids, and every write inserts only ids not yet stored, so the log ends
+with every message once. The driver's bar counts the lessons the lake holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Sequence
+
+from pydantic import BaseModel, Field
+
+from teachloop.agents.backends import Backend, LoraAdapter, build_backends
+from teachloop.agents.mastery import MasteryModel
+from teachloop.config import RunConfig
+from teachloop.domains import build_domains
+from teachloop.errors import BackendUnavailable, ConfigError
+from teachloop.graphs.runner import (
+    _progress,
+    _Runner,
+    lesson_id,
+    promoted_student,
+    start_run,
+)
+from teachloop.graphs.summary import RunResult, summarize
+from teachloop.records import ModelVersion
+from teachloop.store.store import Store
+
+_POLL_S = 0.5
+# A killed worker's task is rerun this many times before the run fails.
+_TASK_RETRIES = 3
+
+
+class RayOptions(BaseModel):
+    """``address``: "local" (a private cluster on this machine, stopped after the run), "auto"
+    (the cluster this machine belongs to) or a head's address ("10.0.0.1:6379"). A Ray that
+    is already initialized in this process is used as it is."""
+
+    address: str = "local"
+    workers: int = Field(default=2, ge=1)
+    cpus_per_worker: float = Field(default=1.0, ge=0)
+
+
+class WorkerResult(BaseModel):
+    lessons: int
+    failed: int
+    pid: int
+
+
+def lesson_worker(
+    config: RunConfig,
+    indices: list[int],
+    version: ModelVersion,
+    teacher_backend: Backend | None = None,
+    student_backend: Backend | None = None,
+) -> WorkerResult:
+    """A Ray task: drive lessons ``indices`` of ``config``'s run into its lake."""
+    return asyncio.run(_work(config, indices, version, teacher_backend, student_backend))
+
+
+async def _work(
+    config: RunConfig,
+    indices: list[int],
+    version: ModelVersion,
+    teacher: Backend | None,
+    student: Backend | None,
+) -> WorkerResult:
+    store = Store.of(config)
+    owned = teacher is None and student is None
+    if teacher is None or student is None:
+        built = await asyncio.to_thread(build_backends, config, LoraAdapter.of(version))
+        teacher, student = teacher or built[0], student or built[1]
+    assert config.run_id is not None
+    try:
+        runner = _Runner(
+            config, config.run_id, store, build_domains(config), teacher, student, version
+        )
+        finished = 0
+
+        def advance() -> None:
+            nonlocal finished
+            finished += 1
+
+        await runner.lessons(indices, advance)
+        return WorkerResult(lessons=finished, failed=len(runner.failed), pid=os.getpid())
+    finally:
+        if owned:
+            for backend in {id(b): b for b in (teacher, student)}.values():
+                await backend.aclose()
+
+
+def run_lessons_on_ray(
+    config: RunConfig,
+    ray_options: RayOptions,
+    *,
+    teacher_backend: Backend | None = None,
+    student_backend: Backend | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Run ``config.lessons`` lessons on Ray workers into the lake ``config.db``; returns the
+    run's summary, as ``run_lessons`` does. Backends given here are sent to every worker (they
+    must pickle); by default each worker builds the config's."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray needs the scale extra: pip install 'teachloop[scale]'") from None
+    store = Store.of(config)
+    if not store.is_lake:
+        raise ConfigError(
+            "--ray needs a lake every worker can write: --db ducklake:postgres:... (a DuckDB "
+            "file has one writer)"
+        )
+    config = config.with_run_id()
+    run_id = config.run_id
+    assert run_id is not None
+    version = promoted_student(store, config)
+    student_model = f"{config.student.model}@{version.version}"
+    started = time.perf_counter()
+    start_run(store, config, student_model)
+    done = store.finished_lessons(run_id)
+    todo = [i for i in range(config.lessons) if lesson_id(run_id, i) not in done]
+    shares = [todo[k :: ray_options.workers] for k in range(ray_options.workers)]
+    shares = [s for s in shares if s]
+
+    ours = not ray.is_initialized()
+    if ours:
+        _init_ray(ray, ray_options)
+    status = "interrupted"
+    try:
+        task = ray.remote(lesson_worker).options(
+            max_retries=_TASK_RETRIES, num_cpus=ray_options.cpus_per_worker
+        )
+        refs = [
+            task.remote(config, share, version, teacher_backend, student_backend)
+            for share in shares
+        ]
+        with _progress(progress, config.lessons, len(done)) as bar:
+            pending = list(refs)
+            while pending:
+                _, pending = ray.wait(pending, timeout=_POLL_S)
+                bar.update(len(store.finished_lessons(run_id)))
+        results = [WorkerResult.model_validate(r) for r in _results(ray, refs)]
+        status = "failed" if any(r.failed for r in results) else "complete"
+    finally:
+        store.finish_run(run_id, status)
+        if ours:
+            ray.shutdown()
+    estimate = MasteryModel.from_counts(
+        store.mastery_counts(student_model, run_id=run_id),
+        start_difficulty=config.lesson.start_difficulty,
+    )
+    return summarize(
+        store,
+        run_id,
+        estimate,
+        config.topics,
+        wall_time_s=time.perf_counter() - started,
+        lessons_resumed=len(done),
+    )
+
+
+def _init_ray(ray: object, options: RayOptions) -> None:
+    if options.address == "local":
+        # A private cluster with room for every worker at once (tasks ask for cpus_per_worker).
+        cpus = max(os.cpu_count() or 1, int(options.workers * options.cpus_per_worker + 0.999))
+        ray.init(  # type: ignore[attr-defined]
+            address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False
+        )
+    else:
+        ray.init(address=options.address, log_to_driver=False)  # type: ignore[attr-defined]
+
+
+def _results(ray: object, refs: Sequence[object]) -> list[object]:
+    """The workers' results; a worker's own error (an endpoint down, a bad config) is raised
+    as itself, not wrapped in Ray's."""
+    try:
+        return ray.get(list(refs))  # type: ignore[attr-defined]
+    except ray.exceptions.RayTaskError as e:  # type: ignore[attr-defined]
+        cause = e.cause if isinstance(e.cause, Exception) else None
+        if isinstance(cause, BackendUnavailable | ConfigError):
+            raise cause from None
+        raise
