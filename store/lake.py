@@ -60,6 +60,9 @@ def _extension_dir() -> Path:
 
 def _load_extensions(con: Connection) -> None:
     """DuckDB cannot download extensions offline: the wheels of the `scale` extra carry them."""
+    directory = _extension_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    con.execute(f"SET extension_directory = '{_quote(str(directory))}'")
     try:
         from duckdb_extensions import import_extension
     except ImportError:
@@ -78,6 +81,26 @@ def _load_extensions(con: Connection) -> None:
                     f"(pip install 'teachloop[scale]'): {e}"
                 ) from None
             con.execute(f"LOAD {name}")
+
+
+def attach(
+    con: Connection,
+    target: str,
+    alias: str,
+    *,
+    data_path: Path | None = None,
+    read_only: bool = False,
+) -> None:
+    """Attach the lake ``target`` to ``con`` as ``alias`` (also into a DuckDB file's connection,
+    to copy between the two)."""
+    _load_extensions(con)
+    options = []
+    if data_path is not None:
+        options.append(f"DATA_PATH '{_quote(str(data_path))}/'")
+    if read_only:
+        options.append("READ_ONLY")
+    sql = f"ATTACH '{_quote(target)}' AS {alias}"
+    con.execute(sql + (f" ({', '.join(options)})" if options else ""))
 
 
 class DuckLake:
@@ -99,27 +122,11 @@ class DuckLake:
         return True  # a catalog is created on first attach; the schema version says the rest
 
     def _attach(self) -> Connection:
-        directory = _extension_dir()
-        directory.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(
-            config={
-                "extension_directory": str(directory),
-                "autoinstall_known_extensions": False,
-            }
-        )
-        _load_extensions(con)
-        options = []
-        if self.data_path is not None:
-            if not self.read_only:
-                self.data_path.mkdir(parents=True, exist_ok=True)
-            options.append(f"DATA_PATH '{_quote(str(self.data_path))}/'")
-        if self.read_only:
-            options.append("READ_ONLY")
-        attach = f"ATTACH '{_quote(self.target)}' AS {_CATALOG}"
-        if options:
-            attach += f" ({', '.join(options)})"
+        con = duckdb.connect(config={"autoinstall_known_extensions": False})
+        if self.data_path is not None and not self.read_only:
+            self.data_path.mkdir(parents=True, exist_ok=True)
         try:
-            con.execute(attach)
+            attach(con, self.target, _CATALOG, data_path=self.data_path, read_only=self.read_only)
             con.execute(f"SET ducklake_max_retry_count = {_MAX_COMMIT_RETRIES}")
             # fetchall: a result left unread keeps its transaction open, and with it one on
             # the catalog, which blocks PostgreSQL's CREATE INDEX CONCURRENTLY (checkpointer

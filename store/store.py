@@ -32,7 +32,9 @@ from teachloop.messages import Message, parse_message
 from teachloop.records import LessonLog, LessonRecord, RunRecord
 from teachloop.store.base import Database, DuckDBFile, insert_new, set_meta, upsert
 from teachloop.store.experiments import ExperimentLog
-from teachloop.store.lake import DuckLake, is_lake
+from teachloop.store.lake import DuckLake, is_lake, redact
+from teachloop.store.lake import attach as attach_lake
+from teachloop.store.maintenance import LakeMaintainer
 from teachloop.store.pairs import PairBuilder
 from teachloop.store.records import (
     MasteryCounts,
@@ -69,7 +71,7 @@ ALL_TABLES = (
 )
 
 
-class Store(ModelRegistry, PairBuilder, ExperimentLog):
+class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer):
     def __init__(
         self,
         target: str | Path,
@@ -330,50 +332,46 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog):
         return counts
 
     def merge(self, source: str | Path) -> dict[str, int]:
-        """Add the rows of another teachloop database or an ``export_run`` directory. Rows whose
-        ids are already here are skipped, so merging twice changes nothing. Returns rows added."""
-        source = Path(source)
-        added: dict[str, int] = {}
+        """Add the rows of another teachloop database (a DuckDB file or a lake) or an
+        ``export_run`` directory. Rows whose ids are already here are skipped, so merging twice
+        changes nothing. Returns rows added per table."""
         with self.writing() as con:
-            if source.is_dir():
-                tables = {
-                    t: f"read_parquet('{_quote(source / f'{t}.parquet')}')"
-                    for t in RUN_TABLES
-                    if (source / f"{t}.parquet").exists()
-                }
-                if not tables:
-                    raise StoreError(f"{source} holds no teachloop export (*.parquet) files")
-            elif source.is_file():
-                con.execute(f"ATTACH '{_quote(source)}' AS src (READ_ONLY)")
-                present = {
-                    r[0]
-                    for r in con.execute(
-                        "SELECT table_name FROM information_schema.tables "
-                        "WHERE table_catalog = 'src'"
-                    ).fetchall()
-                }
-                version = 0
-                if "teachloop_meta" in present:
-                    row = con.execute(
-                        "SELECT value FROM src.teachloop_meta WHERE key = 'schema_version'"
-                    ).fetchone()
-                    version = int(row[0]) if row else 0
-                if version == 0 or version > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{source} is not a teachloop database that this version can read "
-                        f"(schema version {version}, this teachloop reads up to {SCHEMA_VERSION})"
-                    )
-                tables = {t: f"src.{t}" for t in ALL_TABLES if t in present}
-            else:
-                raise StoreError(f"{source} does not exist")
-            con.execute("BEGIN")
-            for table, relation in tables.items():
-                before = con.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0]
-                insert_new(con, f"main.{table}", relation)
-                added[table] = (
-                    con.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0] - before
-                )
-            con.execute("COMMIT")
+            try:
+                return self._merge(con, source)
+            finally:
+                # A lake's connections share one database instance: leave nothing attached.
+                con.execute("DETACH DATABASE IF EXISTS src")
+
+    def _merge(self, con: duckdb.DuckDBPyConnection, source: str | Path) -> dict[str, int]:
+        if is_lake(source):
+            try:
+                attach_lake(con, str(source), "src", read_only=True)
+            except duckdb.Error as e:
+                raise StoreError(f"cannot open lake {redact(str(source))}: {e}") from None
+            tables = _source_tables(con, redact(str(source)))
+        elif (source := Path(source)).is_dir():
+            tables = {
+                t: f"read_parquet('{_quote(source / f'{t}.parquet')}')"
+                for t in RUN_TABLES
+                if (source / f"{t}.parquet").exists()
+            }
+            if not tables:
+                raise StoreError(f"{source} holds no teachloop export (*.parquet) files")
+        elif source.is_file():
+            con.execute(f"ATTACH '{_quote(source)}' AS src (READ_ONLY)")
+            tables = _source_tables(con, str(source))
+        else:
+            raise StoreError(f"{source} does not exist")
+        # Qualified: with a source attached, a bare name could resolve to either database.
+        here = '"' + con.execute("SELECT current_database()").fetchone()[0].replace('"', '""') + '"'
+        added: dict[str, int] = {}
+        con.execute("BEGIN")
+        for table, relation in tables.items():
+            count = f"SELECT count(*) FROM {here}.main.{table}"
+            before = con.execute(count).fetchone()[0]
+            insert_new(con, f"{here}.main.{table}", relation)
+            added[table] = con.execute(count).fetchone()[0] - before
+        con.execute("COMMIT")
         return added
 
     def finished_lessons(self, run_id: str) -> set[str]:
@@ -512,6 +510,28 @@ def _create_lake_schema(con: duckdb.DuckDBPyConnection, version: int, location: 
         ).fetchall()
     for table, columns in tables:
         con.execute(f"CREATE TABLE {table} ({columns})")
+
+
+def _source_tables(con: duckdb.DuckDBPyConnection, source: str) -> dict[str, str]:
+    """The tables of the database attached as ``src``, checked to be a teachloop log."""
+    present = {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'src'"
+        ).fetchall()
+    }
+    version = 0
+    if "teachloop_meta" in present:
+        rows = con.execute(
+            "SELECT value FROM src.teachloop_meta WHERE key = 'schema_version'"
+        ).fetchall()
+        version = int(rows[0][0]) if rows else 0
+    if version == 0 or version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{source} is not a teachloop database that this version can read "
+            f"(schema version {version}, this teachloop reads up to {SCHEMA_VERSION})"
+        )
+    return {t: f"src.{t}" for t in ALL_TABLES if t in present}
 
 
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int:

@@ -23,7 +23,8 @@ from rich.table import Table
 
 from teachloop.config import RunConfig
 from teachloop.environment import check_torch_companions
-from teachloop.errors import InputFileError, TeachloopError
+from teachloop.errors import ConfigError, InputFileError, TeachloopError
+from teachloop.store.lake import is_lake
 from teachloop.store.store import Store
 
 if TYPE_CHECKING:
@@ -37,17 +38,24 @@ if TYPE_CHECKING:
 def _cmd_run(args: argparse.Namespace) -> int:
     from teachloop.graphs.runner import run_lessons
 
-    config = RunConfig.from_file(args.config) if args.config else RunConfig()
-    config = config.with_overrides(
-        db=args.db, lessons=args.lessons, concurrency=args.concurrency, run_id=args.run_id
+    config = _config(args).with_overrides(
+        lessons=args.lessons, concurrency=args.concurrency, run_id=args.run_id
     )
     config = config.with_run_id()  # printed if interrupted, to resume by
     on_message = _follower() if args.follow else None
+    if args.ray and args.follow:
+        raise ConfigError("--follow shows one process's lessons: leave it out with --ray")
     try:
         with _serving(config, args.serve):
-            result = run_lessons(
-                config, progress=not (args.quiet or args.follow), on_message=on_message
-            )
+            if args.ray:
+                from teachloop.graphs.distributed import RayOptions, run_lessons_on_ray
+
+                options = RayOptions(address=args.ray, workers=args.workers)
+                result = run_lessons_on_ray(config, options, progress=not args.quiet)
+            else:
+                result = run_lessons(
+                    config, progress=not (args.quiet or args.follow), on_message=on_message
+                )
     except KeyboardInterrupt:
         print(
             f"interrupted: logged lessons are in {config.db}; resume with --run-id {config.run_id}",
@@ -109,12 +117,17 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def _open_existing(db: Path, *, read_only: bool = False) -> Store:
+def _open_existing(db: Path | str, *, read_only: bool = False) -> Store:
     """An existing log. ``read_only`` for the commands that only read it: nothing writes to the
     file, not even a schema migration (an older file is refused with the upgrade command)."""
-    if not db.exists():
+    if isinstance(db, Path) and not db.exists():
         raise InputFileError(f"database {db} does not exist")
     return Store.open(db, read_only=read_only)
+
+
+def _db(text: str) -> Path | str:
+    """``--db``: a DuckDB file, or a lake (``ducklake:postgres:<conninfo>``)."""
+    return text if is_lake(text) else Path(text)
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
@@ -179,7 +192,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> RunConfig:
     config = RunConfig.from_file(args.config) if args.config else RunConfig()
-    return config.with_overrides(db=args.db)
+    data_path = getattr(args, "data_path", None)
+    return config.with_overrides(db=args.db, store={"data_path": data_path} if data_path else None)
 
 
 def _cmd_pairs(args: argparse.Namespace) -> int:
@@ -251,7 +265,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_loop(args: argparse.Namespace) -> int:
     from teachloop.loop import RoundResult, run_loop
 
-    config = RunConfig.from_file(args.config).with_overrides(db=args.db, run_id=args.run_id)
+    config = _config(args).with_overrides(run_id=args.run_id)
 
     def show(r: RoundResult) -> None:
         r.run.render()
@@ -287,7 +301,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     from teachloop.training.comparison import summarize_experiment
     from teachloop.training.experiment_report import render_markdown, write_experiment_report
 
-    config = RunConfig.from_file(args.config).with_overrides(db=args.db)
+    config = _config(args)
     name = config.experiment.name
     out = args.out or config.home / "experiments" / name
 
@@ -367,7 +381,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    if not args.db.exists():
+    if args.source or args.target:
+        if not (args.source and args.target) or args.db:
+            raise ConfigError("copy a log with --from SOURCE --to TARGET (and no --db)")
+        if isinstance(args.source, Path) and not args.source.exists():
+            raise InputFileError(f"database {args.source} does not exist")
+        target = Store(args.target, data_path=args.data_path)
+        added = target.merge(args.source)
+        print(
+            f"copied {args.source} to {target.location}: "
+            + ", ".join(f"+{n} {t}" for t, n in added.items())
+        )
+        return 0
+    if args.db is None:
+        raise ConfigError("migrate needs --db (upgrade a log in place) or --from and --to")
+    if isinstance(args.db, Path) and not args.db.exists():
         raise InputFileError(f"database {args.db} does not exist")
     store = Store(args.db, create=False)  # as it is, so the version it had can be reported
     before = store.migrate()
@@ -379,6 +407,22 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lake_maintain(args: argparse.Namespace) -> int:
+    store = _open_existing(args.db)
+    report = store.maintain(keep_days=args.keep_days, grace_hours=args.grace_hours)
+    print(report.render())
+    return 0
+
+
+def _data_path_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-path",
+        type=Path,
+        help="a new lake's data directory, mounted at this path on every machine "
+        "(overrides [store] data_path; the lake's catalog remembers it)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="teachloop", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -387,7 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run lessons and log them to DuckDB")
     run.add_argument("--config", type=Path, help="TOML run config (default: built-in defaults)")
-    run.add_argument("--db", type=Path, help="DuckDB file to log to (overrides the config)")
+    run.add_argument(
+        "--db", type=_db, help="DuckDB file or ducklake:postgres:... lake (overrides the config)"
+    )
     run.add_argument("--lessons", type=int, help="number of lessons")
     run.add_argument("--concurrency", type=int, help="lessons in flight at once")
     run.add_argument("--run-id", help="resume (or name) this run")
@@ -396,6 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--follow", action="store_true", help="print every message live (instead of the bar)"
     )
     run.add_argument("--serve", action="store_true", help="start the config's [[servers]] first")
+    run.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="spread the lessons over Ray workers writing one lake: local (a private cluster "
+        "here), auto (this machine's cluster) or the head's host:port",
+    )
+    run.add_argument("--workers", type=int, default=2, help="Ray workers (with --ray)")
+    _data_path_arg(run)
     run.set_defaults(func=_cmd_run, loads_models=True)
 
     serve = sub.add_parser("serve", help="start the config's vLLM servers; Ctrl-C stops them")
@@ -404,20 +458,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve, loads_models=True)
 
     sql = sub.add_parser("sql", help="run a read-only SQL query on the log")
-    sql.add_argument("--db", type=Path, required=True)
+    sql.add_argument("--db", type=_db, required=True)
     sql.add_argument("query", help="SELECT ... (statements that write are refused)")
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sql.add_argument("--out", type=Path, help="write the result to this .parquet file")
     sql.set_defaults(func=_cmd_sql)
 
     replay = sub.add_parser("replay", help="print a lesson's dialogue turn by turn")
-    replay.add_argument("--db", type=Path, required=True)
+    replay.add_argument("--db", type=_db, required=True)
     replay.add_argument("lesson_id")
     replay.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     replay.set_defaults(func=_cmd_replay)
 
     lessons = sub.add_parser("lessons", help="list logged lessons")
-    lessons.add_argument("--db", type=Path, required=True)
+    lessons.add_argument("--db", type=_db, required=True)
     lessons.add_argument("--run", help="only this run")
     lessons.add_argument("--topic", help="only lessons that asked about this topic")
     lessons.add_argument("--status", choices=["complete", "failed", "interrupted"])
@@ -425,24 +479,24 @@ def build_parser() -> argparse.ArgumentParser:
     lessons.set_defaults(func=_cmd_lessons)
 
     export = sub.add_parser("export", help="write one run's rows to Parquet files")
-    export.add_argument("--db", type=Path, required=True)
+    export.add_argument("--db", type=_db, required=True)
     export.add_argument("--run", required=True)
     export.add_argument("--out", type=Path, required=True, help="directory for the .parquet files")
     export.set_defaults(func=_cmd_export)
 
     merge = sub.add_parser("merge", help="merge databases or exports into one database")
-    merge.add_argument("--db", type=Path, required=True, help="the database to merge into")
+    merge.add_argument("--db", type=_db, required=True, help="the database to merge into")
     merge.add_argument(
         "sources", type=Path, nargs="+", help="teachloop .duckdb files or export dirs"
     )
     merge.set_defaults(func=_cmd_merge)
 
     pairs = sub.add_parser("pairs", help="build preference pairs from lessons not yet used")
-    pairs.add_argument("--db", type=Path, required=True)
+    pairs.add_argument("--db", type=_db, required=True)
     pairs.set_defaults(func=_cmd_pairs)
 
     train = sub.add_parser("train", help="train a LoRA student version on unused pairs")
-    train.add_argument("--db", type=Path, required=True)
+    train.add_argument("--db", type=_db, required=True)
     train.add_argument("--config", type=Path, help="TOML config ([training], [student])")
     train.add_argument("--method", choices=["dpo", "sft"])
     train.add_argument("--from", dest="from_version", help="parent version (default: promoted)")
@@ -450,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train, loads_models=True)
 
     ev = sub.add_parser("eval", help="held-out accuracy of a version; promote it if no regression")
-    ev.add_argument("--db", type=Path, required=True)
+    ev.add_argument("--db", type=_db, required=True)
     ev.add_argument("--model", required=True, help="model version, e.g. v0001 or base")
     ev.add_argument("--config", type=Path, help="TOML config (topics, [eval])")
     ev.add_argument("--no-promote", action="store_true", help="measure only")
@@ -459,40 +513,69 @@ def build_parser() -> argparse.ArgumentParser:
 
     loop = sub.add_parser("loop", help="lessons -> pairs -> train -> eval -> promote, N rounds")
     loop.add_argument("--config", type=Path, required=True)
-    loop.add_argument("--db", type=Path)
+    loop.add_argument("--db", type=_db)
     loop.add_argument("--rounds", type=int, default=1)
     loop.add_argument("--every", type=float, default=0.0, help="seconds between round starts")
     loop.add_argument("--run-id", help="prefix of the rounds' run ids (resume)")
     loop.add_argument("--quiet", action="store_true")
     loop.add_argument("--serve", action="store_true", help="start the config's [[servers]] first")
+    _data_path_arg(loop)
     loop.set_defaults(func=_cmd_loop, loads_models=True)
 
     ex = sub.add_parser(
         "experiment", help="train arms on equal budgets over seeds and compare them (resumable)"
     )
     ex.add_argument("--config", type=Path, required=True, help="TOML with an [experiment]")
-    ex.add_argument("--db", type=Path, help="DuckDB file (overrides the config)")
+    ex.add_argument("--db", type=_db, help="DuckDB file or lake (overrides the config)")
     ex.add_argument("--seeds", type=_seeds, help="e.g. 0-4 or 0,2,7 (default: the config's)")
     ex.add_argument("--out", type=Path, help="adapters and report (default: <db dir>/experiments)")
     ex.add_argument("--quiet", action="store_true")
     ex.add_argument("--serve", action="store_true", help="start the config's [[servers]] first")
+    _data_path_arg(ex)
     ex.set_defaults(func=_cmd_experiment, loads_models=True)
 
     promote = sub.add_parser("promote", help="make a version the student (also to roll back)")
-    promote.add_argument("--db", type=Path, required=True)
+    promote.add_argument("--db", type=_db, required=True)
     promote.add_argument("version", help="e.g. v0001, or base")
     promote.set_defaults(func=_cmd_promote)
 
     report = sub.add_parser("report", help="write plots and a Markdown summary")
-    report.add_argument("--db", type=Path, required=True)
+    report.add_argument("--db", type=_db, required=True)
     report.add_argument("--out", type=Path, required=True)
     report.set_defaults(func=_cmd_report)
 
     migrate = sub.add_parser(
-        "migrate", help="upgrade a log written by an older teachloop (read-only commands refuse it)"
+        "migrate",
+        help="upgrade a log written by an older teachloop (read-only commands refuse it), or "
+        "copy a log between a DuckDB file and a lake (--from, --to; rerunning adds nothing)",
     )
-    migrate.add_argument("--db", type=Path, required=True)
+    migrate.add_argument("--db", type=_db, help="the log to upgrade in place")
+    migrate.add_argument("--from", dest="source", type=_db, help="the log to copy")
+    migrate.add_argument("--to", dest="target", type=_db, help="the file or lake to copy into")
+    _data_path_arg(migrate)
     migrate.set_defaults(func=_cmd_migrate)
+
+    lake = sub.add_parser("lake", help="look after a lake (DuckLake)")
+    lake_sub = lake.add_subparsers(dest="lake_command", required=True)
+    maintain = lake_sub.add_parser(
+        "maintain",
+        help="compact small files and duplicate rows, expire old snapshots, delete files no "
+        "snapshot uses and orphaned files older than a grace period",
+    )
+    maintain.add_argument("--db", type=_db, required=True)
+    maintain.add_argument(
+        "--keep-days",
+        type=float,
+        default=7.0,
+        help="snapshots younger than this stay (time travel)",
+    )
+    maintain.add_argument(
+        "--grace-hours",
+        type=float,
+        default=24.0,
+        help="orphaned files younger than this stay (a writer may still be committing them)",
+    )
+    maintain.set_defaults(func=_cmd_lake_maintain)
     return parser
 
 

