@@ -30,6 +30,7 @@ BENCHES = {
     "store": "store_bench",
     "embedded": "embedded_bench",
     "adapter": "adapter_bench",
+    "lake": "lake_bench",
 }
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 

@@ -145,7 +145,17 @@ class DuckLake:
                 f"lake {self.location}: its data path {stored[0]} (stored in the catalog) is "
                 "not a directory on this machine: mount the lake's data there"
             )
+        if stored and self.data_path is None and "://" not in stored[0]:
+            self.data_path = Path(stored[0])
         return con
+
+    @property
+    def home(self) -> Path | None:
+        """Where files that belong with the lake go (adapters): beside its data directory,
+        which every machine mounts."""
+        with self.connect(read_only=True):  # attached: the catalog's data path is known
+            pass
+        return self.data_path.parent if self.data_path else None
 
     def _explain(self, e: duckdb.Error) -> str:
         """DuckLake's attach errors, as what to fix."""

@@ -117,6 +117,14 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer):
         return cls(config.db, data_path=config.store.data_path)
 
     @property
+    def home(self) -> Path:
+        """Where files that belong with the log go (adapters): the DuckDB file's directory, or
+        beside a lake's data directory (shared by every machine)."""
+        if isinstance(self.db, DuckLake):
+            return self.db.home or Path.cwd()
+        return self.db.path.parent
+
+    @property
     def is_lake(self) -> bool:
         return isinstance(self.db, DuckLake)
 

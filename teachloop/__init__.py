@@ -19,6 +19,7 @@ from teachloop.messages import Answer, Critique, Message, Question, Reteach, par
 if TYPE_CHECKING:
     from teachloop.agents.backends import Backend, FunctionBackend, GenerationRequest
     from teachloop.domains import Domain, Problem, Verdict
+    from teachloop.graphs.distributed import RayOptions, run_lessons_on_ray
     from teachloop.graphs.lesson import initial_state, lesson_graph
     from teachloop.graphs.runner import arun_lessons, run_lessons, stream_lessons
     from teachloop.graphs.summary import RunResult
@@ -29,6 +30,8 @@ _LAZY = {
     "run_lessons": "teachloop.graphs.runner",
     "arun_lessons": "teachloop.graphs.runner",
     "stream_lessons": "teachloop.graphs.runner",
+    "run_lessons_on_ray": "teachloop.graphs.distributed",
+    "RayOptions": "teachloop.graphs.distributed",
     "lesson_graph": "teachloop.graphs.lesson",
     "initial_state": "teachloop.graphs.lesson",
     "Backend": "teachloop.agents.backends",
@@ -60,6 +63,7 @@ __all__ = [
     "Message",
     "Problem",
     "Question",
+    "RayOptions",
     "Reteach",
     "RunConfig",
     "RunResult",
@@ -71,5 +75,6 @@ __all__ = [
     "lesson_graph",
     "parse_message",
     "run_lessons",
+    "run_lessons_on_ray",
     "stream_lessons",
 ]

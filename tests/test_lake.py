@@ -249,17 +249,16 @@ def test_pairs_and_a_short_train_on_the_lake(
 
     tiny = build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
     target, data = lake
-    config = RunConfig.validated(
+    store = Store(target, data_path=data)
+    config = RunConfig.validated(  # no [store]: the lake's catalog knows where its data is
         {
             "db": target,
-            "store": {"data_path": str(data)},
             "topics": ["arithmetic.addition"],
             "student": {"model": str(tiny)},
             "teacher": {"model": str(tiny)},
             "training": {"steps": 2, "batch_size": 2, "method": "sft"},
         }
     )
-    store = Store.of(config)
     store.write_lessons(
         [
             lesson("L1", [("7", False), ("5", True)]),

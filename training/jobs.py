@@ -106,7 +106,7 @@ def train(
         train_config = train_config.model_copy(update={"method": method})
     job_id = f"job-{_now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
     version = store.next_version_name()
-    out_dir = (train_config.adapters or config.home / "adapters") / version
+    out_dir = (train_config.adapters or store.home / "adapters") / version
     if out_dir.exists():  # left by a job killed after saving, before recording: not a version
         shutil.rmtree(out_dir)
     store.start_job(
