@@ -132,9 +132,6 @@ class LoopSqliteSaver(SqliteSaver):
         return self.get_delta_channel_history(config=config, channels=channels)
 
 
-_SETUP_LOCK = 0x7EAC4_100B  # the advisory lock key of the checkpoint tables' setup
-
-
 def checkpoint_path(db: Path) -> Path:
     return db.with_name(db.name + ".checkpoints.sqlite")
 
@@ -152,28 +149,16 @@ async def open_checkpointer(
             yield saver
         return
     try:
-        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         from psycopg import Error as PostgresError
+
+        from teachloop.graphs.postgres_saver import open_postgres_saver
     except ImportError:
         raise StoreError(
             "checkpoints for a lake need the scale extra: pip install 'teachloop[scale]'"
         ) from None
     conninfo = catalog_conninfo(str(db))
     try:
-        manager = AsyncPostgresSaver.from_conn_string(conninfo, serde=serde)
-        saver = await manager.__aenter__()
-        # Workers start together and setup() is not safe to run twice at once (its migration
-        # rows collide): one at a time, under an advisory lock.
-        await saver.conn.execute("SELECT pg_advisory_lock(%s)", [_SETUP_LOCK])
-        try:
-            await saver.setup()
-        finally:
-            await saver.conn.execute("SELECT pg_advisory_unlock(%s)", [_SETUP_LOCK])
+        async with open_postgres_saver(conninfo, serde) as saver:
+            yield saver
     except PostgresError as e:
-        raise StoreError(
-            f"cannot open checkpoints in {redact(conninfo)}: {' '.join(str(e).split())}"
-        ) from None
-    try:
-        yield saver
-    finally:
-        await manager.__aexit__(None, None, None)
+        raise StoreError(f"checkpoints in {redact(conninfo)}: {' '.join(str(e).split())}") from None

@@ -336,3 +336,44 @@ def test_maintain_compacts_files_and_removes_duplicates(
     assert cli.main(["lake", "maintain", "--db", target]) == 0
     assert "data files" in capsys.readouterr().out
     assert set(kept.duplicates_removed) <= set(KEYS)
+
+
+@pytest.mark.slow
+def test_four_workers_a_kill_and_maintenance_during_the_run(
+    lake: tuple[str, Path], tmp_path: Path
+) -> None:
+    """The CLI with four workers through an OpenAI-compatible server: one worker is SIGKILLed
+    and `lake maintain` runs twice while the others write; the log ends exact."""
+    target, data = lake
+    with FakeOpenAIServer(solver) as server:
+        server.delay_s = 0.02
+        config = openai_config(tmp_path, server.url)
+        run = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "teachloop.cli", "run", "--config", str(config)),
+                *("--db", target, "--data-path", str(data), "--lessons", "60"),
+                *("--concurrency", "4", "--run-id", "busy", "--quiet"),
+                *("--ray", "local", "--workers", "4"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 180
+        while run.poll() is None and time.monotonic() < deadline:
+            try:
+                if len(Store.open(target, read_only=True).finished_lessons("busy")) >= 8:
+                    break
+            except Exception:  # the lake may not exist yet
+                pass
+            time.sleep(0.2)
+        victims = _lesson_workers()
+        assert victims, "no worker to kill"
+        victims[0].send_signal(signal.SIGKILL)
+        for _ in range(2):
+            assert cli.main(["lake", "maintain", "--db", target, "--keep-days", "0"]) == 0
+        out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    assert "run busy: complete" in out
+    store = Store.open(target, read_only=True)
+    assert_exact(store, "busy", 60)
