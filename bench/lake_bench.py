@@ -160,7 +160,7 @@ def figures() -> list[Figure]:
             Figure(
                 bench="lake",
                 name=f"one process into a DuckDB file, {what}",
-                measured=round(rates["file"], 1),
+                measured=round(rates["file"], 2),
                 unit="msg/s",
             )
         )
@@ -173,7 +173,7 @@ def figures() -> list[Figure]:
                     measured=round(rates[w] / rates["file"], 2),
                     unit="x",
                     target=">= 3" if w == 4 and kind == "zero_latency" else None,
-                    note=f"{rates[w]:.0f} msg/s",
+                    note=f"{rates[w]:.3g} msg/s",
                 )
             )
     ratios = {name: t["lake"] / t["file"] for name, t in r["views"].items()}
