@@ -377,3 +377,37 @@ def test_four_workers_a_kill_and_maintenance_during_the_run(
     assert "run busy: complete" in out
     store = Store.open(target, read_only=True)
     assert_exact(store, "busy", 60)
+
+
+def test_the_log_commands_work_on_a_lake(
+    lake: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run` (one process: checkpoints in PostgreSQL), then the commands that read and tend
+    the log, all with `--db` a lake."""
+    target, data = lake
+    config = lake_config(target, data, lessons=4, concurrency=2, run_id="cmds")
+    result = run_lessons(config, progress=False, **scripted())
+    assert result.lessons == 4 and result.status == "complete"
+    store = Store(target)
+    assert_exact(store, "cmds", 4)
+    capsys.readouterr()
+    assert cli.main(["lessons", "--db", target, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.count("cmds-L0000") == 4
+    assert cli.main(["replay", "--db", target, "cmds-L00001"]) == 0
+    assert "teacher question" in capsys.readouterr().out
+    assert cli.main(["pairs", "--db", target]) == 0
+    assert "4 new lessons" in capsys.readouterr().out
+    assert cli.main(["export", "--db", target, "--run", "cmds", "--out", str(tmp_path / "x")]) == 0
+    assert (tmp_path / "x" / "messages.parquet").exists()
+    assert cli.main(["report", "--db", target, "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "report.md").exists()
+    store.ensure_base("m")
+    assert cli.main(["promote", "--db", target, "base"]) == 0
+    # the checkpoints of stored lessons are gone from PostgreSQL, as from SQLite
+    import psycopg
+
+    from teachloop.store.lake import catalog_conninfo
+
+    with psycopg.connect(catalog_conninfo(target)) as con:
+        left = con.execute("SELECT count(*) FROM checkpoints").fetchone()
+    assert left == (0,)
