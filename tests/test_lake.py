@@ -411,3 +411,14 @@ def test_the_log_commands_work_on_a_lake(
     with psycopg.connect(catalog_conninfo(target)) as con:
         left = con.execute("SELECT count(*) FROM checkpoints").fetchone()
     assert left == (0,)
+
+
+def test_a_lake_without_the_scale_extra_names_the_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from teachloop.errors import StoreError
+
+    monkeypatch.setitem(sys.modules, "duckdb_extensions", None)  # as if not installed
+    monkeypatch.setenv("TEACHLOOP_CACHE", str(tmp_path))  # no extension installed there yet
+    with pytest.raises(StoreError, match=r"pip install 'teachloop\[scale\]'"):
+        Store("ducklake:postgres:dbname=x host=/nowhere user=postgres")
