@@ -23,11 +23,11 @@ from pathlib import Path
 
 import duckdb
 
+from teachloop.config import LAKE_PREFIX
 from teachloop.environment import default_cache_root
 from teachloop.errors import StoreError
 from teachloop.store.base import Connection, writer_lock
 
-LAKE_PREFIX = "ducklake:"
 _CATALOG = "lake"
 # DuckLake retries a commit that conflicts with another writer's (10 times by default); with many
 # workers committing small batches that can run out, so allow more.

@@ -21,10 +21,9 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
-from teachloop.config import RunConfig
+from teachloop.config import RunConfig, db_target
 from teachloop.environment import check_torch_companions
 from teachloop.errors import ConfigError, InputFileError, TeachloopError
-from teachloop.store.lake import is_lake
 from teachloop.store.store import Store
 
 if TYPE_CHECKING:
@@ -123,11 +122,6 @@ def _open_existing(db: Path | str, *, read_only: bool = False) -> Store:
     if isinstance(db, Path) and not db.exists():
         raise InputFileError(f"database {db} does not exist")
     return Store.open(db, read_only=read_only)
-
-
-def _db(text: str) -> Path | str:
-    """``--db``: a DuckDB file, or a lake (``ducklake:postgres:<conninfo>``)."""
-    return text if is_lake(text) else Path(text)
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
@@ -432,7 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run lessons and log them to DuckDB")
     run.add_argument("--config", type=Path, help="TOML run config (default: built-in defaults)")
     run.add_argument(
-        "--db", type=_db, help="DuckDB file or ducklake:postgres:... lake (overrides the config)"
+        "--db",
+        type=db_target,
+        help="DuckDB file or ducklake:postgres:... lake (overrides the config)",
     )
     run.add_argument("--lessons", type=int, help="number of lessons")
     run.add_argument("--concurrency", type=int, help="lessons in flight at once")
@@ -458,20 +454,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve, loads_models=True)
 
     sql = sub.add_parser("sql", help="run a read-only SQL query on the log")
-    sql.add_argument("--db", type=_db, required=True)
+    sql.add_argument("--db", type=db_target, required=True)
     sql.add_argument("query", help="SELECT ... (statements that write are refused)")
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sql.add_argument("--out", type=Path, help="write the result to this .parquet file")
     sql.set_defaults(func=_cmd_sql)
 
     replay = sub.add_parser("replay", help="print a lesson's dialogue turn by turn")
-    replay.add_argument("--db", type=_db, required=True)
+    replay.add_argument("--db", type=db_target, required=True)
     replay.add_argument("lesson_id")
     replay.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     replay.set_defaults(func=_cmd_replay)
 
     lessons = sub.add_parser("lessons", help="list logged lessons")
-    lessons.add_argument("--db", type=_db, required=True)
+    lessons.add_argument("--db", type=db_target, required=True)
     lessons.add_argument("--run", help="only this run")
     lessons.add_argument("--topic", help="only lessons that asked about this topic")
     lessons.add_argument("--status", choices=["complete", "failed", "interrupted"])
@@ -479,24 +475,24 @@ def build_parser() -> argparse.ArgumentParser:
     lessons.set_defaults(func=_cmd_lessons)
 
     export = sub.add_parser("export", help="write one run's rows to Parquet files")
-    export.add_argument("--db", type=_db, required=True)
+    export.add_argument("--db", type=db_target, required=True)
     export.add_argument("--run", required=True)
     export.add_argument("--out", type=Path, required=True, help="directory for the .parquet files")
     export.set_defaults(func=_cmd_export)
 
     merge = sub.add_parser("merge", help="merge databases or exports into one database")
-    merge.add_argument("--db", type=_db, required=True, help="the database to merge into")
+    merge.add_argument("--db", type=db_target, required=True, help="the database to merge into")
     merge.add_argument(
         "sources", type=Path, nargs="+", help="teachloop .duckdb files or export dirs"
     )
     merge.set_defaults(func=_cmd_merge)
 
     pairs = sub.add_parser("pairs", help="build preference pairs from lessons not yet used")
-    pairs.add_argument("--db", type=_db, required=True)
+    pairs.add_argument("--db", type=db_target, required=True)
     pairs.set_defaults(func=_cmd_pairs)
 
     train = sub.add_parser("train", help="train a LoRA student version on unused pairs")
-    train.add_argument("--db", type=_db, required=True)
+    train.add_argument("--db", type=db_target, required=True)
     train.add_argument("--config", type=Path, help="TOML config ([training], [student])")
     train.add_argument("--method", choices=["dpo", "sft"])
     train.add_argument("--from", dest="from_version", help="parent version (default: promoted)")
@@ -504,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train, loads_models=True)
 
     ev = sub.add_parser("eval", help="held-out accuracy of a version; promote it if no regression")
-    ev.add_argument("--db", type=_db, required=True)
+    ev.add_argument("--db", type=db_target, required=True)
     ev.add_argument("--model", required=True, help="model version, e.g. v0001 or base")
     ev.add_argument("--config", type=Path, help="TOML config (topics, [eval])")
     ev.add_argument("--no-promote", action="store_true", help="measure only")
@@ -513,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     loop = sub.add_parser("loop", help="lessons -> pairs -> train -> eval -> promote, N rounds")
     loop.add_argument("--config", type=Path, required=True)
-    loop.add_argument("--db", type=_db)
+    loop.add_argument("--db", type=db_target)
     loop.add_argument("--rounds", type=int, default=1)
     loop.add_argument("--every", type=float, default=0.0, help="seconds between round starts")
     loop.add_argument("--run-id", help="prefix of the rounds' run ids (resume)")
@@ -526,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
         "experiment", help="train arms on equal budgets over seeds and compare them (resumable)"
     )
     ex.add_argument("--config", type=Path, required=True, help="TOML with an [experiment]")
-    ex.add_argument("--db", type=_db, help="DuckDB file or lake (overrides the config)")
+    ex.add_argument("--db", type=db_target, help="DuckDB file or lake (overrides the config)")
     ex.add_argument("--seeds", type=_seeds, help="e.g. 0-4 or 0,2,7 (default: the config's)")
     ex.add_argument("--out", type=Path, help="adapters and report (default: <db dir>/experiments)")
     ex.add_argument("--quiet", action="store_true")
@@ -535,12 +531,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=_cmd_experiment, loads_models=True)
 
     promote = sub.add_parser("promote", help="make a version the student (also to roll back)")
-    promote.add_argument("--db", type=_db, required=True)
+    promote.add_argument("--db", type=db_target, required=True)
     promote.add_argument("version", help="e.g. v0001, or base")
     promote.set_defaults(func=_cmd_promote)
 
     report = sub.add_parser("report", help="write plots and a Markdown summary")
-    report.add_argument("--db", type=_db, required=True)
+    report.add_argument("--db", type=db_target, required=True)
     report.add_argument("--out", type=Path, required=True)
     report.set_defaults(func=_cmd_report)
 
@@ -549,9 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="upgrade a log written by an older teachloop (read-only commands refuse it), or "
         "copy a log between a DuckDB file and a lake (--from, --to; rerunning adds nothing)",
     )
-    migrate.add_argument("--db", type=_db, help="the log to upgrade in place")
-    migrate.add_argument("--from", dest="source", type=_db, help="the log to copy")
-    migrate.add_argument("--to", dest="target", type=_db, help="the file or lake to copy into")
+    migrate.add_argument("--db", type=db_target, help="the log to upgrade in place")
+    migrate.add_argument("--from", dest="source", type=db_target, help="the log to copy")
+    migrate.add_argument(
+        "--to", dest="target", type=db_target, help="the file or lake to copy into"
+    )
     _data_path_arg(migrate)
     migrate.set_defaults(func=_cmd_migrate)
 
@@ -562,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compact small files and duplicate rows, expire old snapshots, delete files no "
         "snapshot uses and orphaned files older than a grace period",
     )
-    maintain.add_argument("--db", type=_db, required=True)
+    maintain.add_argument("--db", type=db_target, required=True)
     maintain.add_argument(
         "--keep-days",
         type=float,

@@ -401,8 +401,8 @@ LAKE_PREFIX = "ducklake:"
 
 
 def db_target(value: object) -> object:
-    """A store target: a lake (``ducklake:postgres:<conninfo>``) stays a string, anything else
-    is a DuckDB file's path."""
+    """A store target (config ``db``, the CLI's ``--db``): a lake
+    (``ducklake:postgres:<conninfo>``) stays a string, anything else is a DuckDB file's path."""
     if isinstance(value, str) and not value.startswith(LAKE_PREFIX):
         return Path(value)
     return value
