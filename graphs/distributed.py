@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
-from teachloop.agents.backends import Backend, LoraAdapter, build_backends
+from teachloop.agents.backends import Backend
 from teachloop.agents.mastery import MasteryModel
 from teachloop.config import RunConfig
 from teachloop.domains import build_domains
@@ -27,6 +27,7 @@ from teachloop.errors import BackendUnavailable, ConfigError
 from teachloop.graphs.runner import (
     _progress,
     _Runner,
+    lesson_backends,
     lesson_id,
     promoted_student,
     start_run,
@@ -75,12 +76,8 @@ async def _work(
     student: Backend | None,
 ) -> WorkerResult:
     store = Store.of(config)
-    owned = teacher is None and student is None
-    if teacher is None or student is None:
-        built = await asyncio.to_thread(build_backends, config, LoraAdapter.of(version))
-        teacher, student = teacher or built[0], student or built[1]
     assert config.run_id is not None
-    try:
+    async with lesson_backends(config, version, teacher, student) as (teacher, student):
         runner = _Runner(
             config, config.run_id, store, build_domains(config), teacher, student, version
         )
@@ -92,10 +89,6 @@ async def _work(
 
         await runner.lessons(indices, advance)
         return WorkerResult(lessons=finished, failed=len(runner.failed), pid=os.getpid())
-    finally:
-        if owned:
-            for backend in {id(b): b for b in (teacher, student)}.values():
-                await backend.aclose()
 
 
 def run_lessons_on_ray(

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -98,29 +98,37 @@ async def arun_lessons(
     run_id = config.run_id
     assert run_id is not None
     student_version = promoted_student(store, config)
-    owned = teacher_backend is None and student_backend is None
-    if teacher_backend is None or student_backend is None:
-        adapter = LoraAdapter.of(student_version)
-        built = await asyncio.to_thread(build_backends, config, adapter)
-        teacher_backend = teacher_backend or built[0]
-        student_backend = student_backend or built[1]
-    try:
-        for backend in {id(b): b for b in (teacher_backend, student_backend)}.values():
-            await backend.check()
+    async with lesson_backends(config, student_version, teacher_backend, student_backend) as (
+        teacher,
+        student,
+    ):
         runner = _Runner(
-            config,
-            run_id,
-            store,
-            domain_set,
-            teacher_backend,
-            student_backend,
-            student_version,
-            on_message,
+            config, run_id, store, domain_set, teacher, student, student_version, on_message
         )
         return await runner.run(progress=progress)
+
+
+@asynccontextmanager
+async def lesson_backends(
+    config: RunConfig,
+    version: ModelVersion,
+    teacher: Backend | None = None,
+    student: Backend | None = None,
+) -> AsyncIterator[tuple[Backend, Backend]]:
+    """The run's teacher and student, checked: the given ones, else the config's (the student
+    with ``version``'s adapter), which are closed at the end (given ones are the caller's)."""
+    owned = teacher is None and student is None
+    if teacher is None or student is None:
+        built = await asyncio.to_thread(build_backends, config, LoraAdapter.of(version))
+        teacher, student = teacher or built[0], student or built[1]
+    distinct = list({id(b): b for b in (teacher, student)}.values())
+    try:
+        for backend in distinct:
+            await backend.check()
+        yield teacher, student
     finally:
         if owned:
-            for backend in {id(b): b for b in (teacher_backend, student_backend)}.values():
+            for backend in distinct:
                 await backend.aclose()
 
 
