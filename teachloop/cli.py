@@ -297,7 +297,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
     config = _config(args)
     name = config.experiment.name
-    out = args.out or config.home / "experiments" / name
+    store = Store.of(config)
+    out = args.out or store.home / "experiments" / name
 
     def show(r: ArmResult) -> None:
         print(
@@ -308,7 +309,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
     with _serving(config, args.serve):
         run_experiment(config, seeds=args.seeds, out=out, progress=not args.quiet, on_arm=show)
-    summary = summarize_experiment(Store.of(config), name)
+    summary = summarize_experiment(store, name)
     path = write_experiment_report(summary, out)
     print(render_markdown(summary))
     print(f"report: {path}")

@@ -489,9 +489,10 @@ class RunConfig(_Strict):
 
     @property
     def home(self) -> Path:
-        """Where a run's files go beside its log (adapters, servers' logs, experiments): the
-        DuckDB file's directory, or for a lake the directory holding its data path (shared
-        by every machine), else the working directory."""
+        """Where servers started for this config log: the DuckDB file's directory, or for a
+        lake the directory holding its data path, else the working directory. Files that
+        belong with the log (adapters, experiments) go to ``Store.home``, which also knows a
+        lake's data path from its catalog."""
         if isinstance(self.db, Path):
             return self.db.parent
         return self.store.data_path.parent if self.store.data_path else Path.cwd()

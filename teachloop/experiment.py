@@ -76,7 +76,7 @@ def run_experiment(
     store.write_experiment(
         ExperimentRecord(experiment=exp.name, config=_design(config)), seeds=seeds
     )
-    out = out or config.home / "experiments" / exp.name
+    out = out or store.home / "experiments" / exp.name
     domains = build_domains(config)
     heldout = heldout_problems(domains, config.topics, config.eval.per_topic, config.eval.seed)
     reserved = frozenset(p.question for p in heldout)  # no training example is held out
