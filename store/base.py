@@ -145,10 +145,16 @@ KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _key(table: str) -> tuple[tuple[str, ...], str]:
+    """``table``'s key columns (``table`` may be qualified) and the condition that a row ``t``
+    of it and a row ``b`` of a batch have the same key."""
+    key = KEYS[table.rsplit(".", 1)[-1]]
+    return key, " AND ".join(f"t.{c} = b.{c}" for c in key)
+
+
 def insert_new_sql(table: str, relation: str) -> str:
     """``INSERT`` of the rows of ``relation`` whose key is not in ``table`` yet (each key once)."""
-    key = KEYS[table.rsplit(".", 1)[-1]]
-    match = " AND ".join(f"t.{c} = b.{c}" for c in key)
+    key, match = _key(table)
     return (
         f"INSERT INTO {table} BY NAME SELECT * FROM {relation} b "
         f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match}) "
@@ -170,8 +176,7 @@ def upsert(
 ) -> None:
     """Replace the rows of ``table`` whose key is in ``relation`` by ``relation``'s (``INSERT OR
     REPLACE`` where there may be no key). Call it inside a transaction."""
-    key = KEYS[table.rsplit(".", 1)[-1]]
-    match = " AND ".join(f"t.{c} = b.{c}" for c in key)
+    _, match = _key(table)
     con.execute(
         f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM {relation} b WHERE {match})",
         params or [],

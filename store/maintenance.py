@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from teachloop.errors import StoreError
-from teachloop.store.base import KEYS, Connected, Connection
+from teachloop.store.base import KEYS, Connected, Connection, upsert
 from teachloop.store.records import Row
 
 _LAKE = "lake"
@@ -86,9 +86,7 @@ def _deduplicate(con: Connection, table: str) -> int:
         f"CREATE TEMP TABLE keep AS SELECT DISTINCT ON ({key}) * FROM {table} "
         f"WHERE ({key}) IN (SELECT ({key}) FROM {table} GROUP BY ALL HAVING count(*) > 1)"
     )
-    match = " AND ".join(f"t.{c} = k.{c}" for c in KEYS[table])
-    con.execute(f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM keep k WHERE {match})")
-    con.execute(f"INSERT INTO {table} SELECT * FROM keep")
+    upsert(con, table, "keep")  # the copies out, one of each back
     con.execute("DROP TABLE keep")
     con.execute("COMMIT")
     return int(extra)
