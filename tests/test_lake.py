@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -52,19 +52,6 @@ def ray_cluster() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
-
-
-def lake_config(target: str, data: Path, **overrides: object) -> RunConfig:
-    data_ = {
-        "db": target,
-        "store": {"data_path": str(data)},
-        "run_id": "lake-run",
-        "lessons": 8,
-        "concurrency": 4,
-        "topics": ("arithmetic.addition", "arithmetic.multiplication"),
-    }
-    data_.update(overrides)
-    return RunConfig.validated(data_)
 
 
 def scripted(delay_s: float = 0.0) -> dict[str, ScriptedBackend]:
@@ -162,12 +149,14 @@ def _lesson_workers() -> list[psutil.Process]:
 
 
 def test_a_killed_worker_is_resumed_and_the_log_is_exact(
-    lake: tuple[str, Path], ray_cluster: None
+    lake: tuple[str, Path], ray_cluster: None, make_config: Callable[..., RunConfig]
 ) -> None:
     from teachloop.graphs.distributed import RayOptions, run_lessons_on_ray
 
     target, data = lake
-    config = lake_config(target, data, lessons=24, concurrency=4, run_id="killed")
+    config = make_config(
+        db=target, store={"data_path": str(data)}, lessons=24, concurrency=4, run_id="killed"
+    )
     outcome: dict[str, object] = {}
 
     def drive() -> None:
@@ -380,12 +369,15 @@ def test_four_workers_a_kill_and_maintenance_during_the_run(
 
 
 def test_the_log_commands_work_on_a_lake(
-    lake: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    lake: tuple[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make_config: Callable[..., RunConfig],
 ) -> None:
     """`run` (one process: checkpoints in PostgreSQL), then the commands that read and tend
     the log, all with `--db` a lake."""
     target, data = lake
-    config = lake_config(target, data, lessons=4, concurrency=2, run_id="cmds")
+    config = make_config(db=target, store={"data_path": str(data)}, run_id="cmds")
     result = run_lessons(config, progress=False, **scripted())
     assert result.lessons == 4 and result.status == "complete"
     store = Store(target)
