@@ -29,6 +29,7 @@ from teachloop.store.store import Store
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from teachloop.graphs.distributed import RayOptions
     from teachloop.messages import Message
     from teachloop.store.experiments import ArmResult
     from teachloop.training.jobs import GateDecision
@@ -46,10 +47,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--follow shows one process's lessons: leave it out with --ray")
     try:
         with _serving(config, args.serve):
-            if args.ray:
-                from teachloop.graphs.distributed import RayOptions, run_lessons_on_ray
+            if options := _ray_options(args):
+                from teachloop.graphs.distributed import run_lessons_on_ray
 
-                options = RayOptions(address=args.ray, workers=args.workers)
                 result = run_lessons_on_ray(config, options, progress=not args.quiet)
             else:
                 result = run_lessons(
@@ -267,11 +267,19 @@ def _cmd_loop(args: argparse.Namespace) -> int:
         print(f"round {r.round}: {added} new pairs; {r.job.message}")
         if r.gate:
             _print_gate(r.gate)
+        if r.maintenance:
+            print(f"lake maintained: {r.maintenance.render()}")
         print("seconds per step: " + ", ".join(f"{k} {v}" for k, v in r.seconds.items()))
 
     with _serving(config, args.serve):
         run_loop(
-            config, rounds=args.rounds, every_s=args.every, progress=not args.quiet, on_round=show
+            config,
+            rounds=args.rounds,
+            every_s=args.every,
+            progress=not args.quiet,
+            on_round=show,
+            ray=_ray_options(args),
+            maintain=args.maintain,
         )
     return 0
 
@@ -409,6 +417,24 @@ def _cmd_lake_maintain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ray_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="spread the lessons over Ray workers writing one lake: local (a private cluster "
+        "here), auto (this machine's cluster) or the head's host:port",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="Ray workers (with --ray)")
+
+
+def _ray_options(args: argparse.Namespace) -> RayOptions | None:
+    if not args.ray:
+        return None
+    from teachloop.graphs.distributed import RayOptions
+
+    return RayOptions(address=args.ray, workers=args.workers)
+
+
 def _data_path_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-path",
@@ -439,13 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--follow", action="store_true", help="print every message live (instead of the bar)"
     )
     run.add_argument("--serve", action="store_true", help="start the config's [[servers]] first")
-    run.add_argument(
-        "--ray",
-        metavar="ADDRESS",
-        help="spread the lessons over Ray workers writing one lake: local (a private cluster "
-        "here), auto (this machine's cluster) or the head's host:port",
-    )
-    run.add_argument("--workers", type=int, default=2, help="Ray workers (with --ray)")
+    _ray_args(run)
     _data_path_arg(run)
     run.set_defaults(func=_cmd_run, loads_models=True)
 
@@ -516,6 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--run-id", help="prefix of the rounds' run ids (resume)")
     loop.add_argument("--quiet", action="store_true")
     loop.add_argument("--serve", action="store_true", help="start the config's [[servers]] first")
+    _ray_args(loop)
+    loop.add_argument(
+        "--maintain", action="store_true", help="lake maintain after each round (lakes only)"
+    )
     _data_path_arg(loop)
     loop.set_defaults(func=_cmd_loop, loads_models=True)
 

@@ -1,5 +1,6 @@
 """The periodic loop: lessons -> pairs -> train -> evaluate -> promote, for N rounds or on a
-schedule. It sits above graphs and training and only calls their public functions."""
+schedule; on a lake, the lessons can run on Ray workers and the lake can be maintained after
+each round. It sits above graphs and training and only calls their public functions."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from pydantic import BaseModel, ConfigDict
 
 from teachloop.config import RunConfig
 from teachloop.domains import Domain
+from teachloop.errors import ConfigError
+from teachloop.graphs.distributed import RayOptions, run_lessons_on_ray
 from teachloop.graphs.runner import run_lessons
 from teachloop.graphs.summary import RunResult
+from teachloop.store.maintenance import Maintenance
 from teachloop.store.store import Store
 from teachloop.training.jobs import GateDecision, JobResult, evaluate_and_promote, train
 from teachloop.training.pairs import PairBuild, build_pairs
@@ -25,6 +29,7 @@ class RoundResult(BaseModel):
     pairs: PairBuild
     job: JobResult
     gate: GateDecision | None
+    maintenance: Maintenance | None = None
     seconds: dict[str, float]  # wall time of each step
 
 
@@ -36,19 +41,30 @@ def run_loop(
     every_s: float = 0.0,
     progress: bool = True,
     on_round: Callable[[RoundResult], None] | None = None,
+    ray: RayOptions | None = None,
+    maintain: bool = False,
 ) -> list[RoundResult]:
     """Run ``rounds`` rounds, starting one every ``every_s`` seconds (0: back to back). Each
     round's lessons are a new run, named ``<run_id>-r<k>`` (so a rerun resumes them).
-    ``domains``: your own, beside the built-in ones and the config's."""
+    ``domains``: your own, beside the built-in ones and the config's. On a lake: ``ray`` runs
+    each round's lessons on Ray workers, and ``maintain`` runs ``lake maintain`` (default
+    ages) after each round, so a long-running loop keeps its lake compact."""
     config = config.with_domains(domains)
+    store = Store.of(config)
+    if maintain and not store.is_lake:
+        raise ConfigError(f"{store.location} is a DuckDB file: --maintain is for lakes")
     prefix = config.with_run_id().run_id
     results: list[RoundResult] = []
     for k in range(rounds):
         began = time.monotonic()
         clock = _Clock()
-        run = run_lessons(config.with_overrides(run_id=f"{prefix}-r{k}"), progress=progress)
+        round_config = config.with_overrides(run_id=f"{prefix}-r{k}")
+        if ray is None:
+            run = run_lessons(round_config, progress=progress)
+        else:
+            run = run_lessons_on_ray(round_config, ray, progress=progress)
         clock.lap("lessons")
-        pairs = build_pairs(Store.of(config))
+        pairs = build_pairs(store)
         clock.lap("pairs")
         job = train(config, progress=progress)
         clock.lap("train")
@@ -56,7 +72,19 @@ def run_loop(
         if job.version is not None:
             gate = evaluate_and_promote(config, job.version.version)
             clock.lap("eval")
-        result = RoundResult(round=k, run=run, pairs=pairs, job=job, gate=gate, seconds=clock.laps)
+        maintenance = None
+        if maintain:
+            maintenance = store.maintain()
+            clock.lap("maintain")
+        result = RoundResult(
+            round=k,
+            run=run,
+            pairs=pairs,
+            job=job,
+            gate=gate,
+            maintenance=maintenance,
+            seconds=clock.laps,
+        )
         results.append(result)
         if on_round:
             on_round(result)

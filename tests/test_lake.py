@@ -229,14 +229,16 @@ def test_migrate_both_ways_keeps_every_row(
     assert Store(back).run_summary("r") == file_store.run_summary("r")
 
 
-def test_pairs_and_a_short_train_on_the_lake(
-    lake: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> None:
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_model import build_tiny_model
 
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def test_pairs_and_a_short_train_on_the_lake(lake: tuple[str, Path], tiny: Path) -> None:
     from teachloop.training.jobs import train
 
-    tiny = build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
     target, data = lake
     store = Store(target, data_path=data)
     config = RunConfig.validated(  # no [store]: the lake's catalog knows where its data is
@@ -261,6 +263,59 @@ def test_pairs_and_a_short_train_on_the_lake(
     assert adapter.parent == data.parent / "adapters" and (adapter / "adapter_config.json").exists()
     assert [v.version for v in Store(target).model_versions()] == ["base", "v0001"]
     assert Store(target).unused_pairs() == []
+
+
+def test_loop_rounds_on_ray_workers_with_maintenance(
+    lake: tuple[str, Path],
+    tiny: Path,
+    ray_cluster: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`teachloop loop --ray --maintain`: each round's lessons on two workers, training and the
+    gate on the driver, the lake maintained after the round."""
+    import teachloop.loop
+
+    def not_in_this_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError("--ray ran the lessons in the driver")
+
+    monkeypatch.setattr(teachloop.loop, "run_lessons", not_in_this_process)
+    target, data = lake
+    config = tmp_path / "loop.toml"
+    config.write_text(
+        f"""
+        topics = ["arithmetic.addition"]
+        lessons = 4
+        [lesson]
+        questions = 2
+        [eval]
+        per_topic = 3
+        [teacher]
+        model = "{tiny}"
+        max_tokens = 6
+        [student]
+        model = "{tiny}"
+        max_tokens = 6
+        [training]
+        method = "sft"
+        steps = 2
+        batch_size = 2
+        [store]
+        data_path = "{data}"
+        """
+    )
+    argv = ["loop", "--config", str(config), "--db", target, "--run-id", "night", "--quiet"]
+    assert cli.main([*argv, "--ray", "local", "--workers", "2", "--maintain"]) == 0
+    out = capsys.readouterr().out
+    assert "lake maintained: data files" in out and "maintain" in out.split("seconds per step")[1]
+    store = Store(target)
+    assert_exact(store, "night-r0", 4)
+    assert [v.version for v in store.model_versions()] == ["base", "v0001"]
+    files = store.query(
+        "SELECT count(*) AS n FROM ducklake_list_files('lake', 'messages')"
+    ).to_pylist()[0]["n"]
+    assert files == 1  # maintained: one file however many commits the workers made
 
 
 def _error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
