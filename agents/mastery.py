@@ -64,7 +64,10 @@ class BetaEstimate(BaseModel):
         return rng.betavariate(self.alpha, self.beta)
 
     def updated(self, success: bool) -> BetaEstimate:
-        return BetaEstimate(alpha=self.alpha + success, beta=self.beta + (not success))
+        return self.added(success, not success)
+
+    def added(self, successes: float, failures: float) -> BetaEstimate:
+        return BetaEstimate(alpha=self.alpha + successes, beta=self.beta + failures)
 
 
 class TopicState(BaseModel):
@@ -139,6 +142,27 @@ class MasteryModel(BaseModel):
         stats[strategy] = stats.get(strategy, BetaEstimate()).updated(success)
         return self.model_copy(update={"strategies": {**self.strategies, topic: stats}})
 
+    def with_evidence(self, now: Counts, before: Counts) -> MasteryModel:
+        """This estimate plus the outcomes ``now`` holds beyond ``before``: what was observed
+        elsewhere since (another worker's lessons). Difficulties stay this estimate's own."""
+        model = self
+        seen = _tallies(before)
+        for (topic, strategy), (successes, failures) in _tallies(now).items():
+            s0, f0 = seen.get((topic, strategy), (0.0, 0.0))
+            ds, df = max(0.0, successes - s0), max(0.0, failures - f0)
+            if not ds and not df:
+                continue
+            if strategy is None:
+                state = model.topic(topic)
+                new = state.model_copy(update={"estimate": state.estimate.added(ds, df)})
+                model = model.model_copy(update={"topics": {**model.topics, topic: new}})
+            else:
+                stats = dict(model.strategies.get(topic, {}))
+                key = Strategy(strategy)
+                stats[key] = stats.get(key, BetaEstimate()).added(ds, df)
+                model = model.model_copy(update={"strategies": {**model.strategies, topic: stats}})
+        return model
+
     @classmethod
     def from_counts(cls, counts: Counts, start_difficulty: int = 1) -> MasteryModel:
         """Rebuild an estimate from aggregated outcomes (``Store.mastery_counts``)."""
@@ -162,6 +186,16 @@ class MasteryModel(BaseModel):
         )
 
 
+def _tallies(counts: Counts) -> dict[tuple[str, str | None], tuple[float, float]]:
+    """(topic, None) and (topic, strategy) -> (successes, failures)."""
+    tallies: dict[tuple[str, str | None], tuple[float, float]] = {
+        (r.topic, None): (r.successes, r.failures) for r in counts.topics
+    }
+    for r in counts.strategies:
+        tallies[(r.topic, r.strategy)] = (r.successes, r.failures)
+    return tallies
+
+
 class LiveEstimate:
     """The run's estimate of the student, shared by every lesson in flight: each judged question
     updates it at once, and every choice anywhere in the run reads it, so lessons started
@@ -181,3 +215,7 @@ class LiveEstimate:
             model = model.record_reteach(topic, *reteach)
         self.model = model
         return model
+
+    def absorb(self, now: Counts, before: Counts) -> None:
+        """Add what other processes' lessons showed since ``before`` (``with_evidence``)."""
+        self.model = self.model.with_evidence(now, before)

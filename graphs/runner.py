@@ -42,9 +42,12 @@ from teachloop.records import (
     ModelVersion,
     RunRecord,
 )
+from teachloop.store.records import MasteryCounts
 from teachloop.store.store import Store
 
 _FLUSH_EVERY_S = 1.0
+# How often a worker with a share of a run reads what the other workers' lessons showed.
+_PEERS_EVERY_S = 5.0
 
 # Called with each message as a lesson produces it (streaming, `teachloop run --follow`).
 OnMessage = Callable[[AnyMessage], None]
@@ -205,6 +208,9 @@ class _Runner:
         self.on_message = on_message
         self.pending: list[LessonLog] = []
         self.failed: list[str] = []
+        # A share of a run (a Ray worker): its own lessons, and what the others' showed so far.
+        self.share: set[str] | None = None
+        self.peers_seen: MasteryCounts | None = None
         # Every write on one thread: the default executor's threads each grow a malloc arena
         # of their own, and resident memory with them (the soak test measures it).
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
@@ -240,6 +246,7 @@ class _Runner:
         called as each ends. A whole run calls it with every index, a Ray worker with its
         share (``graphs.distributed``)."""
         cfg = self.config
+        indices = list(indices)
         done = self.store.finished_lessons(self.run_id)
         # What this student showed before: this run's finished lessons (a resume), earlier
         # rounds of the same version, earlier versions at a discount.
@@ -251,6 +258,11 @@ class _Runner:
         self.agents.estimate.model = MasteryModel.from_counts(
             counts, start_difficulty=cfg.lesson.start_difficulty
         )
+        if len(set(indices)) < cfg.lessons:
+            # Other workers run the rest: their lessons' evidence joins this estimate as they
+            # are logged (``_absorb_peers``), so targeting stays run-wide.
+            self.share = {lesson_id(self.run_id, i) for i in indices}
+            self.peers_seen = self._peer_counts()
         todo = [i for i in indices if lesson_id(self.run_id, i) not in done]
         serde = JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES)
         async with open_checkpointer(cfg.db, serde) as saver:
@@ -342,6 +354,7 @@ class _Runner:
             self.pending.append(log)
 
     async def _flush_periodically(self, stop: asyncio.Event) -> None:
+        peeked = time.monotonic()
         while not stop.is_set():
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _FLUSH_EVERY_S)
@@ -349,6 +362,21 @@ class _Runner:
             # final one, writes them or reports why it cannot.
             with suppress(Exception):
                 await self._flush()
+            if self.share is not None and time.monotonic() - peeked >= _PEERS_EVERY_S:
+                peeked = time.monotonic()
+                with suppress(Exception):  # others' evidence helps; a failed read is no error
+                    await self._absorb_peers()
+
+    def _peer_counts(self) -> MasteryCounts:
+        assert self.share is not None
+        return self.store.mastery_counts(self.student_model, run_id=self.run_id, exclude=self.share)
+
+    async def _absorb_peers(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = await loop.run_in_executor(self.writer, self._peer_counts)
+        assert self.peers_seen is not None
+        self.agents.estimate.absorb(now, self.peers_seen)
+        self.peers_seen = now
 
     async def _flush(self) -> None:
         batch, self.pending = self.pending, []

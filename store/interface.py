@@ -9,7 +9,7 @@ and views, whose names and columns are a public format (``store/migrations``, ``
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -69,10 +69,16 @@ class LogStore(Protocol):
     def transcripts(self, run_id: str) -> Iterator[tuple[LessonRecord, list[Message]]]: ...
 
     def mastery_counts(
-        self, student_model: str, *, decay: float = 0.5, run_id: str | None = None
+        self,
+        student_model: str,
+        *,
+        decay: float = 0.5,
+        run_id: str | None = None,
+        exclude: Collection[str] = (),
     ) -> MasteryCounts:
         """Outcomes of complete lessons of runs with this student ("<model>@<version>"); other
-        versions of the same model weighted by ``decay``; only run ``run_id``'s if given."""
+        versions of the same model weighted by ``decay``; only run ``run_id``'s if given; none
+        of the lessons ``exclude`` names."""
         ...
 
     def teacher_tokens(self, run_id: str) -> int: ...

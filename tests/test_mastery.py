@@ -97,3 +97,32 @@ def test_from_counts_rebuilds_the_same_estimate() -> None:
     assert model.topic("a").estimate == BetaEstimate(alpha=4, beta=2)
     assert model.topic("a").difficulty == 4
     assert model.strategies["a"][Strategy.hint] == BetaEstimate(alpha=2, beta=3)
+
+
+def test_evidence_from_elsewhere_is_added_once() -> None:
+    from teachloop.store.records import MasteryCounts
+
+    def counts(topics: list[tuple], strategies: list[tuple]) -> MasteryCounts:
+        return MasteryCounts.model_validate(
+            {
+                "topics": [
+                    {"topic": t, "successes": s, "failures": f, "difficulty": 5}
+                    for t, s, f in topics
+                ],
+                "strategies": [
+                    {"topic": t, "strategy": k, "successes": s, "failures": f}
+                    for t, k, s, f in strategies
+                ],
+            }
+        )
+
+    live = LiveEstimate(trained(MasteryModel(), "a", [True, False]))  # difficulty back to 1
+    before = counts([("a", 1, 1)], [])
+    now = counts([("a", 3, 1), ("b", 0, 2)], [("a", "hint", 1, 0)])
+    live.absorb(now, before)
+    assert live.model.topic("a").estimate == BetaEstimate(alpha=2 + 2, beta=2)
+    assert live.model.topic("b").estimate == BetaEstimate(alpha=1, beta=3)
+    assert live.model.strategies["a"][Strategy.hint] == BetaEstimate(alpha=2, beta=1)
+    assert live.model.topic("a").difficulty == 1  # its own, not the others'
+    live.absorb(now, now)  # nothing new
+    assert live.model.topic("a").estimate == BetaEstimate(alpha=4, beta=2)

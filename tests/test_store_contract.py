@@ -139,6 +139,13 @@ def test_mastery_counts_are_typed(store: LogStore) -> None:
         ],
     )
     assert store.mastery_counts("nobody@base") == MasteryCounts(topics=[], strategies=[])
+    # What the other lessons showed (a Ray worker leaves out its own): L1 and its snapshot go.
+    assert store.mastery_counts("student@base", run_id="r", exclude=["L1"]) == MasteryCounts(
+        topics=[TopicCounts(topic="arithmetic.addition", successes=1, failures=1, difficulty=None)],
+        strategies=[
+            StrategyCounts(topic="arithmetic.addition", strategy="hint", successes=0, failures=1)
+        ],
+    )
 
 
 def test_mastery_counts_carry_across_runs_and_discount_other_versions(store: LogStore) -> None:
