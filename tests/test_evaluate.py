@@ -338,6 +338,6 @@ async def test_evaluate_on_adapted_tiny_model(
             evaluate(backend, problems, domains, version="v0001", seed=0, max_tokens=4), 120
         )
         assert sum(t.questions for t in result.topics) == 6
-        assert backend.generate_calls < len(problems)  # batched
+        assert backend.prefills < len(problems)  # batched
     finally:
         await backend.aclose()

@@ -15,9 +15,9 @@ from tiny_model import build_tiny_model, greedy_text, load_reference
 
 from teachloop.agents import embedded
 from teachloop.agents.backends.base import Completion, GenerationRequest
+from teachloop.agents.backends.decoding import RowResult
 from teachloop.agents.backends.transformers_backend import (
     TransformersBackend,
-    _RowResult,
     extract_json_object,
 )
 from teachloop.errors import BackendUnavailable, ConfigError
@@ -46,16 +46,21 @@ async def backend(tiny_dir: Path) -> AsyncIterator[TransformersBackend]:
     await b.aclose()
 
 
-def count_generate(backend: TransformersBackend) -> list[int]:
-    """Wrap the loaded model's generate; the list collects each call's batch size."""
+def count_prefills(backend: TransformersBackend, decoded: list[int] | None = None) -> list[int]:
+    """Wrap the loaded model's forward; the list collects each prefill's rows (a group of
+    requests joining the batch), ``decoded`` each decode step's."""
     calls: list[int] = []
-    original = backend._model.generate
+    original = backend._model.forward
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs["input_ids"].shape[0])
+        rows, length = kwargs["input_ids"].shape
+        if length > 1:
+            calls.append(rows)
+        elif decoded is not None:
+            decoded.append(rows)
         return original(*args, **kwargs)
 
-    backend._model.generate = wrapped
+    backend._model.forward = wrapped
     return calls
 
 
@@ -72,38 +77,84 @@ async def run_alone(
     return [await asyncio.wait_for(backend.complete(r), TIMEOUT_S) for r in requests]
 
 
-async def test_concurrent_requests_share_one_generate_call(backend: TransformersBackend) -> None:
-    calls = count_generate(backend)
+async def test_concurrent_requests_share_one_prefill(backend: TransformersBackend) -> None:
+    calls = count_prefills(backend)
     results = await run_all(backend, [GenerationRequest(prompt=p, max_tokens=8) for p in PROMPTS])
     assert all(isinstance(r, Completion) for r in results)
     assert len(calls) < len(PROMPTS)
     assert sum(calls) == len(PROMPTS)
-    assert backend.generate_calls == len(calls)
+    assert backend.prefills == len(calls)
 
 
 async def test_max_batch_size_is_respected(tiny_dir: Path) -> None:
     b = TransformersBackend(tiny_dir, dtype="float32", max_batch_size=2, batch_window_s=0.05)
     try:
         await b.check()
-        calls = count_generate(b)
+        decoded: list[int] = []
+        calls = count_prefills(b, decoded)
         await run_all(b, [GenerationRequest(prompt=p, max_tokens=4) for p in PROMPTS])
         assert calls and max(calls) <= 2 and sum(calls) == len(PROMPTS)
+        assert decoded and max(decoded) <= 2
     finally:
         await b.aclose()
 
 
-async def test_greedy_and_sampling_requests_go_to_separate_batches(
+async def test_greedy_and_sampling_requests_share_a_batch(backend: TransformersBackend) -> None:
+    """Temperature is per row: greedy rows beside sampled ones still say what they say alone."""
+    greedy = [GenerationRequest(prompt=p, max_tokens=6) for p in PROMPTS[:2]]
+    alone = await run_alone(backend, greedy)
+    calls = count_prefills(backend)
+    sampled = [GenerationRequest(prompt=p, max_tokens=6, temperature=0.7) for p in PROMPTS[:2]]
+    results = await run_all(backend, [*greedy, *sampled])
+    assert all(isinstance(r, Completion) for r in results)
+    assert calls == [4]
+    assert [c.text for c in results[:2]] == [c.text for c in alone]
+
+
+async def test_a_request_joins_a_running_batch_and_leaves_when_done(
     backend: TransformersBackend,
 ) -> None:
-    calls = count_generate(backend)
-    requests = [
-        GenerationRequest(prompt=p, max_tokens=4, temperature=t)
-        for p in PROMPTS[:2]
-        for t in (0.0, 0.7)
+    """Continuous batching: a short request that arrives while a long one decodes joins at the
+    next step and returns before the long one ends; both say what they say alone."""
+    long_req = GenerationRequest(prompt=PROMPTS[2], max_tokens=40)
+    short_req = GenerationRequest(prompt=PROMPTS[0], max_tokens=3)
+    alone = await run_alone(backend, [long_req, short_req])
+    assert alone[0].generation.completion_tokens == 40  # no early EOS: it runs the whole way
+    decoded: list[int] = []
+    calls = count_prefills(backend, decoded)
+    order: list[str] = []
+
+    async def tracked(name: str, request: GenerationRequest, after_steps: int) -> Completion:
+        while len(decoded) < after_steps:
+            await asyncio.sleep(0.001)
+        c = await backend.complete(request)
+        order.append(name)
+        return c
+
+    long_c, short_c = await asyncio.wait_for(
+        asyncio.gather(tracked("long", long_req, 0), tracked("short", short_req, 5)), TIMEOUT_S
+    )
+    assert calls == [1, 1] and order == ["short", "long"]
+    assert 2 in decoded  # they were decoded together
+    assert [long_c.text, short_c.text] == [c.text for c in alone]
+    assert long_c.generation.completion_tokens == alone[0].generation.completion_tokens
+
+
+async def test_batches_past_the_sliding_window_match_generate(
+    backend: TransformersBackend,
+) -> None:
+    """The tiny model's sliding window is 64 tokens: a request that runs past it, alone or
+    beside others (which then wait for the batch to drain), gives what transformers' own
+    generate gives."""
+    tokenizer, model = load_reference(backend.model_dir)
+    long_prompt = "Question: " + "one plus two and three, " * 8 + "\nAnswer:"
+    assert len(tokenizer(long_prompt).input_ids) + 30 > 64
+    requests = [GenerationRequest(prompt=long_prompt, max_tokens=30)] + [
+        GenerationRequest(prompt=p, max_tokens=20) for p in PROMPTS[:3]
     ]
-    results = await run_all(backend, requests)
-    assert all(isinstance(r, Completion) for r in results)
-    assert sorted(calls) == [2, 2]
+    expected = [greedy_text(tokenizer, model, r.prompt, r.max_tokens) for r in requests]
+    together = await run_all(backend, requests)
+    assert [c.text for c in together] == expected
 
 
 async def test_batched_output_equals_output_alone(backend: TransformersBackend) -> None:
@@ -113,7 +164,7 @@ async def test_batched_output_equals_output_alone(backend: TransformersBackend) 
         for i, p in enumerate(PROMPTS)
     ]
     alone = await run_alone(backend, requests)
-    calls = count_generate(backend)
+    calls = count_prefills(backend)
     together = await run_all(backend, requests)
     assert len(calls) == 1
     assert [c.text for c in together] == [c.text for c in alone]
@@ -144,7 +195,7 @@ async def test_stop_strings_truncate_and_end_generation_early(
     assert stopped.generation.completion_tokens < full.generation.completion_tokens
 
     # In a batch, one request's stop string must not cut another request's output.
-    calls = count_generate(backend)
+    calls = count_prefills(backend)
     free_req = GenerationRequest(prompt=prompt, max_tokens=24)
     both = await run_all(backend, [stopped_req, free_req])
     assert len(calls) == 1
@@ -164,17 +215,17 @@ async def test_token_counts_are_real(backend: TransformersBackend) -> None:
         assert c.generation.latency_s > 0
 
 
-async def test_generate_exception_reaches_every_caller(backend: TransformersBackend) -> None:
-    original = backend._model.generate
+async def test_a_model_exception_reaches_every_caller(backend: TransformersBackend) -> None:
+    original = backend._model.forward
 
     def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("boom in generate")
+        raise RuntimeError("boom in forward")
 
-    backend._model.generate = broken
+    backend._model.forward = broken
     results = await run_all(backend, [GenerationRequest(prompt=p) for p in PROMPTS[:3]])
     assert all(isinstance(r, RuntimeError) and "boom" in str(r) for r in results)
 
-    backend._model.generate = original  # the worker survived and serves again
+    backend._model.forward = original  # the worker survived and serves again
     ok = await run_all(backend, [GenerationRequest(prompt="Hi", max_tokens=3)])
     assert isinstance(ok[0], Completion)
 
@@ -183,15 +234,15 @@ async def test_aclose_fails_waiting_callers(tiny_dir: Path) -> None:
     b = TransformersBackend(tiny_dir, dtype="float32", max_batch_size=1, batch_window_s=0.0)
     await b.check()
     release = threading.Event()
-    original = b._model.generate
+    original = b._model.forward
 
     def slow(*args: Any, **kwargs: Any) -> Any:
         release.wait(10)
         return original(*args, **kwargs)
 
-    b._model.generate = slow
+    b._model.forward = slow
     tasks = [asyncio.create_task(b.complete(GenerationRequest(prompt=p))) for p in PROMPTS[:3]]
-    await asyncio.sleep(0.2)  # the first batch is now inside generate, the rest queued
+    await asyncio.sleep(0.2)  # the first request is now in its prefill, the rest waiting
     await b.aclose()
     release.set()
     results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), TIMEOUT_S)
@@ -210,18 +261,18 @@ async def test_missing_model_dir_is_backend_unavailable(tmp_path: Path) -> None:
 
 
 def _scripted(replies: list[str], seen: list[GenerationRequest]) -> Callable[..., Any]:
-    def generate(requests: list[GenerationRequest]) -> list[_RowResult]:
-        seen.extend(requests)
-        return [_RowResult(replies[len(seen) - 1], 5, 3) for _ in requests]
+    async def submit(request: GenerationRequest) -> RowResult:
+        seen.append(request)
+        return RowResult(replies[len(seen) - 1], 5, 3)
 
-    return generate
+    return submit
 
 
 async def test_json_schema_retries_until_required_keys_parse(
     backend: TransformersBackend,
 ) -> None:
     seen: list[GenerationRequest] = []
-    backend._generate = _scripted(  # type: ignore[method-assign]
+    backend._submit = _scripted(  # type: ignore[method-assign]
         ["no json here", '{"other": 1}', 'Sure: {"answer": 5, "why": "2+3"} done'], seen
     )
     schema = {"type": "object", "required": ["answer"]}
@@ -236,7 +287,7 @@ async def test_json_schema_gives_back_last_text_after_three_failures(
     backend: TransformersBackend,
 ) -> None:
     seen: list[GenerationRequest] = []
-    backend._generate = _scripted(["a", "b", "c", "d"], seen)  # type: ignore[method-assign]
+    backend._submit = _scripted(["a", "b", "c", "d"], seen)  # type: ignore[method-assign]
     c = await backend.complete(GenerationRequest(prompt="Q", json_schema={"required": ["x"]}))
     assert c.text == "c"
     assert len(seen) == 3

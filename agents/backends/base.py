@@ -86,7 +86,8 @@ class Backend(ABC):
 
     **Concurrency.** ``complete`` is safe under many concurrent calls on one event loop: the
     runner and the evaluation keep many requests in flight so that backends batch them
-    (``TransformersBackend`` into one ``generate`` call, ``OpenAIBackend`` over endpoints).
+    (``TransformersBackend`` into one continuously batched decode, ``OpenAIBackend`` over
+    endpoints).
     Each caller gets its own request's reply.
 
     **Errors.** A backend that cannot produce a reply raises ``BackendUnavailable`` with a

@@ -1,6 +1,7 @@
 """In-process generation with transformers: the embedded default, so a fresh machine needs no
-server. Concurrent ``complete()`` calls are queued and one worker task batches them into a
-single ``model.generate`` call (run in a thread so the event loop stays responsive).
+server. Concurrent ``complete()`` calls are queued and one worker task keeps them in one
+continuously batched decode (``decoding.Decoder``: requests join and leave the running batch
+at every step), each step run in a thread so the event loop stays responsive.
 
 With ``adapter_dir`` the backend serves a fine-tuned student: a PEFT LoRA adapter is loaded on
 top of the base model and merged into its weights (``merge_and_unload``), so generation costs
@@ -17,16 +18,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from teachloop.agents.backends.base import (
-    Backend,
-    Completion,
-    GenerationRequest,
-    truncate_at_stop,
-)
+from teachloop.agents.backends.base import Backend, Completion, GenerationRequest
 from teachloop.errors import BackendUnavailable
 from teachloop.messages import Generation
+
+if TYPE_CHECKING:  # decoding imports torch: loaded with the model, not with this module
+    from teachloop.agents.backends.decoding import Decoder, RowResult
 
 ENDPOINT = "in-process"
 JSON_ATTEMPTS = 3
@@ -34,31 +33,19 @@ JSON_ATTEMPTS = 3
 JSON_RETRY_TEMPERATURE_STEP = 0.4
 
 
-@dataclass(eq=False)  # identity comparison: the worker removes batched items from its backlog
+@dataclass(eq=False)  # identity comparison: the worker tracks callers by their pending entry
 class _Pending:
     request: GenerationRequest
-    future: asyncio.Future[_RowResult]
+    future: asyncio.Future[RowResult]
     enqueued_at: float = field(default_factory=time.monotonic)
-
-
-@dataclass(frozen=True)
-class _RowResult:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-
-
-def _batch_key(request: GenerationRequest) -> tuple[bool, float]:
-    """Requests sharing a key can share one generate call (one sampling setup per call)."""
-    return (request.temperature > 0, request.temperature)
 
 
 class TransformersBackend(Backend):
     """A causal LM loaded from a local HF directory, batching concurrent requests.
 
     The model loads on first use (or in ``check()``), in a worker thread. Per-request stop
-    strings and ``max_tokens`` are enforced per row during generation, so a request's output in
-    a batch matches its output alone (greedy) and the batch ends as soon as every row is done.
+    strings, ``max_tokens`` and temperature apply per row, so a request's output in a batch
+    matches its output alone (greedy), and a row leaves the batch as soon as it is done.
 
     ``adapter_dir`` names a PEFT LoRA adapter (``save_pretrained`` output) to merge into the
     base model after loading; the reported model name is then ``{base}+{adapter}`` unless
@@ -86,7 +73,7 @@ class TransformersBackend(Backend):
         if self.adapter_dir is not None:
             default_name = f"{default_name}+{self.adapter_dir.name}"
         self.name = name or default_name
-        self.generate_calls = 0  # observability: how many batches ran
+        self.prefills = 0  # observability: groups of waiting requests that joined the batch
         self._model: Any = None
         self._tokenizer: Any = None
         self._load_lock = threading.Lock()  # a thread lock: loading runs in worker threads
@@ -228,11 +215,11 @@ class TransformersBackend(Backend):
             ),
         )
 
-    async def _submit(self, request: GenerationRequest) -> _RowResult:
+    async def _submit(self, request: GenerationRequest) -> RowResult:
         if self._closed:
             raise BackendUnavailable(f"backend {self.name} was closed")
         queue = self._ensure_worker()
-        future: asyncio.Future[_RowResult] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[RowResult] = asyncio.get_running_loop().create_future()
         queue.put_nowait(_Pending(request, future))
         return await future
 
@@ -250,54 +237,61 @@ class TransformersBackend(Backend):
     # -- the worker --------------------------------------------------------------------------
 
     async def _run_worker(self, queue: asyncio.Queue[_Pending]) -> None:
-        backlog: list[_Pending] = []
+        waiting: list[_Pending] = []
+        active: dict[int, _Pending] = {}  # by id: the decoder's key for the row
+        decoder: Decoder | None = None
         try:
             while True:
-                if not backlog:
-                    backlog.append(await queue.get())
-                    # Let concurrent callers join this batch. Polling with get_nowait, not
-                    # wait_for(queue.get()): on Python 3.11 a timeout racing a put can lose it.
+                if not waiting and not active:
+                    waiting.append(await queue.get())
+                    # Let concurrent callers join the first prefill. Polling with get_nowait,
+                    # not wait_for(queue.get()): on Python 3.11 a timeout racing a put can lose it.
                     deadline = time.monotonic() + self.batch_window_s
-                    while len(backlog) < self.max_batch_size:
+                    while len(waiting) < self.max_batch_size:
                         while not queue.empty():
-                            backlog.append(queue.get_nowait())
+                            waiting.append(queue.get_nowait())
                         remaining = deadline - time.monotonic()
-                        if remaining <= 0 or len(backlog) >= self.max_batch_size:
+                        if remaining <= 0 or len(waiting) >= self.max_batch_size:
                             break
                         await asyncio.sleep(min(remaining, 0.005))
-                while not queue.empty():  # whatever arrived while the last batch ran
-                    backlog.append(queue.get_nowait())
-                backlog = [p for p in backlog if not p.future.done()]  # drop cancelled callers
-                if not backlog:
+                while not queue.empty():  # whatever arrived during the last step
+                    waiting.append(queue.get_nowait())
+                waiting = [p for p in waiting if not p.future.done()]  # drop cancelled callers
+                room = self.max_batch_size - len(active)
+                joining = waiting[:room]
+                leaving = {key for key, p in active.items() if p.future.done()}
+                for key in leaving:
+                    del active[key]
+                try:
+                    if decoder is None:
+                        decoder = await asyncio.to_thread(self._decoder)
+                    finished, joined = await asyncio.to_thread(
+                        decoder.step, [(id(p), p.request) for p in joining], leaving
+                    )
+                except Exception as err:
+                    # A failed step ends its batch, not the worker: the batch's callers and
+                    # those joining it hear why; later requests start a new batch.
+                    self._fail([*active.values(), *joining], err)
+                    waiting = waiting[len(joining) :]
+                    active.clear()
+                    decoder = None
                     continue
-                # Oldest request first; it takes compatible requests with it.
-                key = _batch_key(backlog[0].request)
-                batch = [p for p in backlog if _batch_key(p.request) == key][: self.max_batch_size]
-                backlog = [p for p in backlog if p not in batch]
-                await self._run_batch(batch)
+                if joined:
+                    self.prefills += 1
+                    waiting = waiting[len(joining) :]
+                    active.update((id(p), p) for p in joining)
+                for key, row in finished:
+                    pending = active.pop(key)  # type: ignore[call-overload]
+                    if not pending.future.done():
+                        pending.future.set_result(row)
         except asyncio.CancelledError:
-            self._fail(backlog, BackendUnavailable(f"backend {self.name} was closed"))
+            closed = BackendUnavailable(f"backend {self.name} was closed")
+            self._fail([*waiting, *active.values()], closed)
             raise
         except BaseException as err:  # a bug here must not leave callers waiting forever
-            self._fail(backlog, err)
+            self._fail([*waiting, *active.values()], err)
             self._fail_queued(err)
             raise
-
-    async def _run_batch(self, batch: list[_Pending]) -> None:
-        try:
-            await asyncio.to_thread(self._load)
-            self.generate_calls += 1
-            rows = await asyncio.to_thread(self._generate, [p.request for p in batch])
-        except BaseException as err:
-            # Cancelled (aclose) while generate ran: callers in this batch must not hang either.
-            closed = BackendUnavailable(f"backend {self.name} was closed")
-            self._fail(batch, err if isinstance(err, Exception) else closed)
-            if not isinstance(err, Exception):
-                raise
-            return
-        for pending, row in zip(batch, rows, strict=True):
-            if not pending.future.done():
-                pending.future.set_result(row)
 
     @staticmethod
     def _fail(pendings: list[_Pending], err: BaseException) -> None:
@@ -310,58 +304,17 @@ class TransformersBackend(Backend):
         while queue is not None and not queue.empty():
             self._fail([queue.get_nowait()], err)
 
-    # -- generation (runs in a thread) -------------------------------------------------------
+    def _generate(self, requests: list[GenerationRequest]) -> list[RowResult]:
+        """``requests`` as one batch decoded to the end, outside the worker (blocking; for
+        benchmarks and kernel tests)."""
+        return self._decoder().run(requests)
 
-    def _generate(self, requests: list[GenerationRequest]) -> list[_RowResult]:
-        """One generate call for compatible requests; left padding so all rows end together."""
-        import torch
-        from transformers import StoppingCriteriaList
+    def _decoder(self) -> Decoder:
+        """A new batch over the model, loaded first (blocking)."""
+        from teachloop.agents.backends.decoding import Decoder
 
-        tokenizer, model = self._tokenizer, self._model
-        encoded = tokenizer(
-            [r.prompt for r in requests],
-            return_tensors="pt",
-            padding=True,
-            padding_side="left",
-        )
-        input_ids = encoded["input_ids"].to(model.device)
-        attention_mask = encoded["attention_mask"].to(model.device)
-        prompt_len = input_ids.shape[1]
-        rows = _RowStops(tokenizer, requests, prompt_len)
-        temperature = requests[0].temperature
-        sampling: dict[str, Any] = (
-            {"do_sample": True, "temperature": temperature, "top_k": None, "top_p": None}
-            if temperature > 0
-            else {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
-        )
-        with torch.inference_mode():
-            output = model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                max_new_tokens=max(r.max_tokens for r in requests),
-                stopping_criteria=StoppingCriteriaList([rows]),
-                pad_token_id=tokenizer.pad_token_id,
-                **sampling,
-            )
-        eos_ids = _eos_ids(model, tokenizer)
-        results = []
-        for i, request in enumerate(requests):
-            new_tokens = output[i, prompt_len:].tolist()
-            n = rows.finished_at[i] or len(new_tokens)
-            # A row that ended on EOS was stopped by generate, not by us: cut after the EOS.
-            for j, tok in enumerate(new_tokens[:n]):
-                if tok in eos_ids:
-                    n = j + 1
-                    break
-            text = tokenizer.decode(new_tokens[:n], skip_special_tokens=True)
-            results.append(
-                _RowResult(
-                    text=truncate_at_stop(text, request.stop),
-                    prompt_tokens=int(attention_mask[i].sum()),
-                    completion_tokens=n,
-                )
-            )
-        return results
+        self._load()
+        return Decoder(self._model, self._tokenizer, _eos_ids(self._model, self._tokenizer))
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -372,42 +325,6 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
         elif isinstance(value, list | tuple):
             ids.update(v for v in value if isinstance(v, int))
     return ids
-
-
-class _RowStops:
-    """A stopping criterion with each row's own stop strings and max_tokens.
-
-    generate's built-in ``stop_strings`` apply one list to the whole batch, which would stop a
-    row on another request's stop string; this checks each row against its own. It only decodes
-    the last few tokens of each row per step, enough to contain any of its stop strings.
-    """
-
-    def __init__(self, tokenizer: Any, requests: list[GenerationRequest], prompt_len: int) -> None:
-        self.tokenizer = tokenizer
-        self.stops = [r.stop for r in requests]
-        self.max_tokens = [r.max_tokens for r in requests]
-        # Every token decodes to at least one character, give or take byte-fallback pieces.
-        self.windows = [max((len(s) for s in r.stop), default=0) + 4 for r in requests]
-        self.prompt_len = prompt_len
-        self.finished_at: list[int | None] = [None] * len(requests)
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        generated = input_ids.shape[1] - self.prompt_len
-        done = []
-        for i, stops in enumerate(self.stops):
-            if self.finished_at[i] is None:
-                hit = generated >= self.max_tokens[i]
-                if not hit and stops:
-                    start = max(self.prompt_len, input_ids.shape[1] - self.windows[i])
-                    tail = input_ids[i, start:]
-                    text = self.tokenizer.decode(tail.tolist(), skip_special_tokens=False)
-                    hit = any(s in text for s in stops)
-                if hit:
-                    self.finished_at[i] = generated
-            done.append(self.finished_at[i] is not None)
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def extract_json_object(text: str, required: list[str]) -> str | None:
