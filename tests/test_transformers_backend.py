@@ -15,7 +15,7 @@ from tiny_model import build_tiny_model, greedy_text, load_reference
 
 from teachloop.agents import embedded
 from teachloop.agents.backends.base import Completion, GenerationRequest
-from teachloop.agents.backends.decoding import RowResult
+from teachloop.agents.backends.decoding import Decoder, RowResult
 from teachloop.agents.backends.transformers_backend import (
     TransformersBackend,
     extract_json_object,
@@ -46,21 +46,23 @@ async def backend(tiny_dir: Path) -> AsyncIterator[TransformersBackend]:
     await b.aclose()
 
 
-def count_prefills(backend: TransformersBackend, decoded: list[int] | None = None) -> list[int]:
-    """Wrap the loaded model's forward; the list collects each prefill's rows (a group of
-    requests joining the batch), ``decoded`` each decode step's."""
+def count_prefills(monkeypatch: pytest.MonkeyPatch, decoded: list[int] | None = None) -> list[int]:
+    """The list collects each prefill's rows (a group of requests joining the batch),
+    ``decoded`` each decode step's."""
     calls: list[int] = []
-    original = backend._model.forward
+    join, decode = Decoder._join, Decoder._decode
 
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        rows, length = kwargs["input_ids"].shape
-        if length > 1:
-            calls.append(rows)
-        elif decoded is not None:
-            decoded.append(rows)
-        return original(*args, **kwargs)
+    def counted_join(self: Decoder, joining: list, encoded: Any) -> Any:
+        calls.append(len(joining))
+        return join(self, joining, encoded)
 
-    backend._model.forward = wrapped
+    def counted_decode(self: Decoder) -> Any:
+        if decoded is not None:
+            decoded.append(len(self.rows))
+        return decode(self)
+
+    monkeypatch.setattr(Decoder, "_join", counted_join)
+    monkeypatch.setattr(Decoder, "_decode", counted_decode)
     return calls
 
 
@@ -77,8 +79,10 @@ async def run_alone(
     return [await asyncio.wait_for(backend.complete(r), TIMEOUT_S) for r in requests]
 
 
-async def test_concurrent_requests_share_one_prefill(backend: TransformersBackend) -> None:
-    calls = count_prefills(backend)
+async def test_concurrent_requests_share_one_prefill(
+    backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = count_prefills(monkeypatch)
     results = await run_all(backend, [GenerationRequest(prompt=p, max_tokens=8) for p in PROMPTS])
     assert all(isinstance(r, Completion) for r in results)
     assert len(calls) < len(PROMPTS)
@@ -86,12 +90,12 @@ async def test_concurrent_requests_share_one_prefill(backend: TransformersBacken
     assert backend.prefills == len(calls)
 
 
-async def test_max_batch_size_is_respected(tiny_dir: Path) -> None:
+async def test_max_batch_size_is_respected(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     b = TransformersBackend(tiny_dir, dtype="float32", max_batch_size=2, batch_window_s=0.05)
     try:
         await b.check()
         decoded: list[int] = []
-        calls = count_prefills(b, decoded)
+        calls = count_prefills(monkeypatch, decoded)
         await run_all(b, [GenerationRequest(prompt=p, max_tokens=4) for p in PROMPTS])
         assert calls and max(calls) <= 2 and sum(calls) == len(PROMPTS)
         assert decoded and max(decoded) <= 2
@@ -99,11 +103,13 @@ async def test_max_batch_size_is_respected(tiny_dir: Path) -> None:
         await b.aclose()
 
 
-async def test_greedy_and_sampling_requests_share_a_batch(backend: TransformersBackend) -> None:
+async def test_greedy_and_sampling_requests_share_a_batch(
+    backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Temperature is per row: greedy rows beside sampled ones still say what they say alone."""
     greedy = [GenerationRequest(prompt=p, max_tokens=6) for p in PROMPTS[:2]]
     alone = await run_alone(backend, greedy)
-    calls = count_prefills(backend)
+    calls = count_prefills(monkeypatch)
     sampled = [GenerationRequest(prompt=p, max_tokens=6, temperature=0.7) for p in PROMPTS[:2]]
     results = await run_all(backend, [*greedy, *sampled])
     assert all(isinstance(r, Completion) for r in results)
@@ -112,7 +118,7 @@ async def test_greedy_and_sampling_requests_share_a_batch(backend: TransformersB
 
 
 async def test_a_request_joins_a_running_batch_and_leaves_when_done(
-    backend: TransformersBackend,
+    backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Continuous batching: a short request that arrives while a long one decodes joins at the
     next step and returns before the long one ends; both say what they say alone."""
@@ -121,7 +127,7 @@ async def test_a_request_joins_a_running_batch_and_leaves_when_done(
     alone = await run_alone(backend, [long_req, short_req])
     assert alone[0].generation.completion_tokens == 40  # no early EOS: it runs the whole way
     decoded: list[int] = []
-    calls = count_prefills(backend, decoded)
+    calls = count_prefills(monkeypatch, decoded)
     order: list[str] = []
 
     async def tracked(name: str, request: GenerationRequest, after_steps: int) -> Completion:
@@ -138,6 +144,37 @@ async def test_a_request_joins_a_running_batch_and_leaves_when_done(
     assert 2 in decoded  # they were decoded together
     assert [long_c.text, short_c.text] == [c.text for c in alone]
     assert long_c.generation.completion_tokens == alone[0].generation.completion_tokens
+
+
+async def test_prompts_start_from_the_longest_prefix_already_computed(
+    backend: TransformersBackend,
+) -> None:
+    """A prompt that shares a preamble with one prefilled before is prefilled from the end of
+    the shared part, and still gives what transformers' own generate gives."""
+    tokenizer, model = load_reference(backend.model_dir)
+    preamble = "Question: What is 1 + 1?\nAnswer: 2\n\n"
+    first = GenerationRequest(prompt=preamble + "Question: What is 2 + 2?\nAnswer:", max_tokens=8)
+    second = GenerationRequest(prompt=preamble + "Question: What is 7 + 5?\nAnswer:", max_tokens=8)
+    prefilled: list[int] = []
+    original = backend._model.forward
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["input_ids"].shape[1] > 1:
+            prefilled.append(kwargs["input_ids"].shape[1])
+        return original(*args, **kwargs)
+
+    backend._model.forward = wrapped
+    done = await run_alone(backend, [first, second])
+    assert [c.text for c in done] == [
+        greedy_text(tokenizer, model, r.prompt, r.max_tokens) for r in (first, second)
+    ]
+    a, b = (tokenizer(r.prompt).input_ids for r in (first, second))
+    shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+    assert shared > 10  # the preamble
+    assert prefilled == [
+        done[0].generation.prompt_tokens,
+        done[1].generation.prompt_tokens - shared,
+    ]
 
 
 async def test_batches_past_the_sliding_window_match_generate(
@@ -157,14 +194,16 @@ async def test_batches_past_the_sliding_window_match_generate(
     assert [c.text for c in together] == expected
 
 
-async def test_batched_output_equals_output_alone(backend: TransformersBackend) -> None:
+async def test_batched_output_equals_output_alone(
+    backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Different prompt lengths (left padding), max_tokens and stops in one batch.
     requests = [
         GenerationRequest(prompt=p, max_tokens=6 + 3 * i, stop=("\n",) if i % 2 else ())
         for i, p in enumerate(PROMPTS)
     ]
     alone = await run_alone(backend, requests)
-    calls = count_prefills(backend)
+    calls = count_prefills(monkeypatch)
     together = await run_all(backend, requests)
     assert len(calls) == 1
     assert [c.text for c in together] == [c.text for c in alone]
@@ -184,7 +223,7 @@ def _stop_inside(text: str) -> tuple[str, int]:
 
 
 async def test_stop_strings_truncate_and_end_generation_early(
-    backend: TransformersBackend,
+    backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prompt = PROMPTS[0]
     full = (await run_alone(backend, [GenerationRequest(prompt=prompt, max_tokens=24)]))[0]
@@ -195,7 +234,7 @@ async def test_stop_strings_truncate_and_end_generation_early(
     assert stopped.generation.completion_tokens < full.generation.completion_tokens
 
     # In a batch, one request's stop string must not cut another request's output.
-    calls = count_prefills(backend)
+    calls = count_prefills(monkeypatch)
     free_req = GenerationRequest(prompt=prompt, max_tokens=24)
     both = await run_all(backend, [stopped_req, free_req])
     assert len(calls) == 1

@@ -9,18 +9,24 @@ already finished). Here each step feeds every active row's last token; a row lea
 as it ends (its stop string, EOS or ``max_tokens``) and waiting requests are prefilled and
 join before the next step.
 
-The batch's KV cache is one ``DynamicCache`` with rows left-padded to a common length: a
-joining group is prefilled on its own, then both caches are padded on the left to the longer
-one and concatenated. Leading columns every row pads are cut when rows leave, so the cache
+The batch's KV cache is one ``DynamicCache`` with rows padded to a common length (masked
+columns on the left, and between a reused prefix and the rest of a prompt): a joining group is
+prefilled on its own, then both caches are padded on the left to the longer one and
+concatenated. Leading columns every row pads are cut when rows leave, so the cache
 stays as long as its longest live row. Each row keeps its own positions (RoPE) and attention
 mask, so a row's tokens are those it would get alone (greedy; bit-identical in float32).
 Models with sliding-window layers (Gemma 3: 512 tokens) keep only the window's keys there, so a
 group joins a running batch only if the batch stays within the window until its rows end;
 otherwise it waits until the batch drains and starts the next one.
+
+Prompts share long beginnings (each role's few-shot preamble), and a token's keys and values
+depend only on the tokens before it, so a joining prompt starts from the longest beginning it
+shares with one of the last 32 prompts prefilled and computes only the rest.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +66,7 @@ class Decoder:
         self.rows: list[_Row] = []
         self.cache: Any = None
         self.mask: torch.Tensor | None = None  # [rows, cache length], 0 where a row pads
+        self.prefixes = _Prefixes()
 
     def step(
         self, joining: list[tuple[object, GenerationRequest]], leaving: set[object] = frozenset()
@@ -110,12 +117,37 @@ class Decoder:
     def _join(
         self, joining: list[tuple[object, GenerationRequest]], encoded: Any
     ) -> list[tuple[object, RowResult]]:
+        """Prefill the joining prompts, each on top of the longest prefix of it already
+        computed (``_Prefixes``): row r's columns are [pad | its prefix's keys | pad | the rest
+        of its prompt], its positions those of its own tokens."""
         from transformers import DynamicCache
 
-        ids = encoded["input_ids"].to(self.model.device)
-        mask = encoded["attention_mask"].to(self.model.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        prompts = [
+            ids[m.bool()].tolist()
+            for ids, m in zip(encoded["input_ids"], encoded["attention_mask"], strict=True)
+        ]
+        hits = [self.prefixes.longest(p) for p in prompts]
+        known = max(len(h) for h in hits)
+        rest = max(len(p) - len(h) for p, h in zip(prompts, hits, strict=True))
+        if self.limit is not None and known + rest > self.limit:
+            hits, known, rest = [_Prefix() for _ in prompts], 0, max(map(len, prompts))
+        n = len(prompts)
+        ids = torch.full((n, rest), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((n, known + rest), dtype=torch.long)
+        for r, (prompt, hit) in enumerate(zip(prompts, hits, strict=True)):
+            tail = prompt[len(hit) :]
+            ids[r, rest - len(tail) :] = torch.tensor(tail)
+            mask[r, known - len(hit) : known] = 1
+            mask[r, known + rest - len(tail) :] = 1
+        ids, mask = ids.to(self.model.device), mask.to(self.model.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, known:]
         cache = DynamicCache(config=self.model.config)
+        if known:
+            some = next(h for h in hits if len(h))  # shapes for the rows without a hit
+            for i in range(len(some.keys)):
+                keys = [_pad_left((h or some).keys[i][:, :, : len(h)], known) for h in hits]
+                values = [_pad_left((h or some).values[i][:, :, : len(h)], known) for h in hits]
+                cache.update(torch.cat(keys), torch.cat(values), i)
         logits = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -124,6 +156,14 @@ class Decoder:
             use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1]
+        if self.limit is None or known + rest <= self.limit:  # windowed layers hold every column
+            for r, prompt in enumerate(prompts):
+                real = mask[r].bool()
+                self.prefixes.add(
+                    prompt,
+                    [layer.keys[r : r + 1, :, real] for layer in cache.layers],
+                    [layer.values[r : r + 1, :, real] for layer in cache.layers],
+                )
         rows = [
             _Row(
                 key=key,
@@ -234,6 +274,56 @@ class Decoder:
         for layer in self.cache.layers:
             if hasattr(layer, "cumulative_length"):
                 layer.cumulative_length = self.mask.shape[1]
+
+
+@dataclass
+class _Prefix:
+    """The keys and values (per layer, [1, heads, tokens, dim]) of a prompt's first tokens."""
+
+    tokens: tuple[int, ...] = ()
+    keys: list[torch.Tensor] = field(default_factory=list)
+    values: list[torch.Tensor] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+class _Prefixes:
+    """The last prompts prefilled, to start new ones from their longest shared beginning (the
+    few-shot preambles: a prompt's keys depend only on the tokens before them). A hit stops
+    one token short of the prompt, whose logits the prefill must compute."""
+
+    def __init__(self, capacity: int = 32, shortest: int = 8) -> None:
+        self.entries: OrderedDict[tuple[int, ...], _Prefix] = OrderedDict()
+        self.capacity = capacity
+        self.shortest = shortest
+
+    def longest(self, prompt: list[int]) -> _Prefix:
+        best, length = _Prefix(), 0
+        for tokens, entry in self.entries.items():
+            n = _shared(tokens, prompt, len(prompt) - 1)
+            if n > length:
+                best, length = entry, n
+        if length < self.shortest:
+            return _Prefix()
+        self.entries.move_to_end(best.tokens)
+        return _Prefix(tuple(prompt[:length]), best.keys, best.values)
+
+    def add(self, prompt: list[int], keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        self.entries[tuple(prompt)] = _Prefix(tuple(prompt), keys, values)
+        self.entries.move_to_end(tuple(prompt))
+        while len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+
+
+def _shared(a: tuple[int, ...], b: list[int], most: int) -> int:
+    """How many leading tokens ``a`` and ``b`` share, at most ``most``."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y or n >= most:
+            break
+        n += 1
+    return n
 
 
 def _pad_left(x: torch.Tensor, length: int, dim: int = -2) -> torch.Tensor:
