@@ -52,9 +52,9 @@ def count_prefills(monkeypatch: pytest.MonkeyPatch, decoded: list[int] | None = 
     calls: list[int] = []
     join, decode = Decoder._join, Decoder._decode
 
-    def counted_join(self: Decoder, joining: list, encoded: Any) -> Any:
+    def counted_join(self: Decoder, joining: list, prompts: list) -> Any:
         calls.append(len(joining))
-        return join(self, joining, encoded)
+        return join(self, joining, prompts)
 
     def counted_decode(self: Decoder) -> Any:
         if decoded is not None:

@@ -80,14 +80,9 @@ class Decoder:
         joined = False
         with torch.inference_mode():
             if joining:
-                encoded = self.tokenizer(
-                    [r.prompt for _, r in joining],
-                    return_tensors="pt",
-                    padding=True,
-                    padding_side="left",
-                )
-                if joined := self._fits(encoded["input_ids"].shape[1], joining):
-                    finished += self._join(joining, encoded)
+                prompts = self.tokenizer([r.prompt for _, r in joining]).input_ids
+                if joined := self._fits(max(map(len, prompts)), joining):
+                    finished += self._join(joining, prompts)
             if self.rows:
                 finished += self._decode()
         return finished, joined
@@ -115,17 +110,13 @@ class Decoder:
     # -- the forward passes ------------------------------------------------------------------
 
     def _join(
-        self, joining: list[tuple[object, GenerationRequest]], encoded: Any
+        self, joining: list[tuple[object, GenerationRequest]], prompts: list[list[int]]
     ) -> list[tuple[object, RowResult]]:
-        """Prefill the joining prompts, each on top of the longest prefix of it already
-        computed (``_Prefixes``): row r's columns are [pad | its prefix's keys | pad | the rest
-        of its prompt], its positions those of its own tokens."""
+        """Prefill the joining ``prompts`` (token ids), each on top of the longest prefix of it
+        already computed (``_Prefixes``): row r's columns are [pad | its prefix's keys | pad |
+        the rest of its prompt], its positions those of its own tokens."""
         from transformers import DynamicCache
 
-        prompts = [
-            ids[m.bool()].tolist()
-            for ids, m in zip(encoded["input_ids"], encoded["attention_mask"], strict=True)
-        ]
         hits = [self.prefixes.longest(p) for p in prompts]
         known = max(len(h) for h in hits)
         rest = max(len(p) - len(h) for p, h in zip(prompts, hits, strict=True))
@@ -168,8 +159,8 @@ class Decoder:
             _Row(
                 key=key,
                 request=request,
-                prompt_tokens=int(mask[i].sum()),
-                position=int(mask[i].sum()),
+                prompt_tokens=len(prompts[i]),
+                position=len(prompts[i]),
                 window=max((len(s) for s in request.stop), default=0) + 4,
             )
             for i, (key, request) in enumerate(joining)
@@ -310,8 +301,9 @@ class _Prefixes:
         return _Prefix(tuple(prompt[:length]), best.keys, best.values)
 
     def add(self, prompt: list[int], keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
-        self.entries[tuple(prompt)] = _Prefix(tuple(prompt), keys, values)
-        self.entries.move_to_end(tuple(prompt))
+        tokens = tuple(prompt)
+        self.entries[tokens] = _Prefix(tokens, keys, values)
+        self.entries.move_to_end(tokens)
         while len(self.entries) > self.capacity:
             self.entries.popitem(last=False)
 
