@@ -20,6 +20,7 @@ from fake_openai import FakeOpenAIServer
 from lake_support import Postgres
 from test_cli import openai_config, solver
 from test_pairs import lesson
+from test_runner import assert_resumed_exactly, kill_three_times_then_finish
 
 from teachloop import RunConfig, cli, run_lessons
 from teachloop.agents.backends.scripted import ScriptedBackend
@@ -185,6 +186,25 @@ def test_a_killed_worker_is_resumed_and_the_log_is_exact(
     assert not victims[0].is_running()
     assert_exact(store, "killed", 24)
     assert store.run_summary("killed").status == "complete"  # type: ignore[union-attr]
+
+
+def test_a_killed_process_resumes_from_its_postgresql_checkpoints(
+    lake: tuple[str, Path],
+) -> None:
+    """One process on a lake, SIGKILLed three times mid-run, then run to the end: its lessons
+    continue from their checkpoints in PostgreSQL and the log is exact."""
+    target, data = lake
+    lessons = 16
+    cmd = [
+        sys.executable, str(TESTS / "scripted_run.py"), target, str(lessons), "0.04", str(data)
+    ]  # fmt: skip
+    Store(target, data_path=data)  # created before the first poll
+    store = Store.open(target, read_only=True)
+    out, done_before = kill_three_times_then_finish(
+        cmd, lambda: store.finished_lessons("killed-run"), lessons
+    )
+    assert_resumed_exactly(store, out, done_before, lessons)
+    assert_exact(store, "killed-run", lessons)
 
 
 async def test_workers_share_what_their_lessons_show(

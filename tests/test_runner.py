@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -166,30 +167,28 @@ def test_unavailable_backend_stops_the_run_and_keeps_logged_lessons(make_config,
     assert len(store.finished_lessons("test-run")) >= 1
 
 
-def _finished(db: Path) -> int:
-    return len(Store(db).finished_lessons("killed-run")) if db.exists() else 0
-
-
-def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
-    db = tmp_path / "killed.duckdb"
-    lessons = 16
-    cmd = [sys.executable, str(TESTS / "scripted_run.py"), str(db), str(lessons), "0.04"]
+def kill_three_times_then_finish(
+    cmd: list[str], finished: Callable[[], set[str]], lessons: int
+) -> tuple[str, set[str]]:
+    """Run ``cmd`` (``scripted_run.py``) and SIGKILL it three times with lessons in flight, then
+    run it to the end. Returns its output and the lessons finished before that last run."""
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    for wanted in (2, 6, 10):  # kill three times, each time with lessons in flight
+    for wanted in (2, 6, 10):
         child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        while _finished(db) < wanted and time.monotonic() < deadline:
+        while len(finished()) < wanted and time.monotonic() < deadline:
             time.sleep(0.1)
         child.send_signal(signal.SIGKILL)
         child.wait()
-    assert checkpoint_path(db).exists()
-    done_before = Store(db).finished_lessons("killed-run")
-    finished = len(done_before)
-    assert 10 <= finished < lessons, "the kills should land mid-run"
+    done_before = finished()
+    assert 10 <= len(done_before) < lessons, "the kills should land mid-run"
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     assert f"lessons={lessons}" in out
-    assert int(out.split("resumed=")[1].split()[0]) == finished
-    store = Store(db)
+    assert int(out.split("resumed=")[1].split()[0]) == len(done_before)
+    return out, done_before
+
+
+def assert_resumed_exactly(store: Store, out: str, done_before: set[str], lessons: int) -> None:
     rows = store.query("""
         SELECT count(*) AS messages, count(DISTINCT message_id) AS ids,
                count(DISTINCT lesson_id) AS lessons
@@ -217,6 +216,19 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
         if r["lesson_id"] not in done_before
     )
     assert int(out.split("calls=")[1].split()[0]) < answers
+
+
+def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
+    db = tmp_path / "killed.duckdb"
+    lessons = 16
+    cmd = [sys.executable, str(TESTS / "scripted_run.py"), str(db), str(lessons), "0.04"]
+
+    def finished() -> set[str]:
+        return Store(db).finished_lessons("killed-run") if db.exists() else set()
+
+    out, done_before = kill_three_times_then_finish(cmd, finished, lessons)
+    assert checkpoint_path(db).exists()
+    assert_resumed_exactly(Store(db), out, done_before, lessons)
 
 
 def test_a_run_ending_during_a_periodic_flush_waits_for_it(
