@@ -1,38 +1,132 @@
 """Lesson checkpoints in PostgreSQL, for runs on a lake (imported only then: the scale extra).
 
-LangGraph's ``AsyncPostgresSaver`` on one connection. Each step costs a round trip to the
-server: a run on a lake measured 350-380 messages/s in one process against 770-870 beside a
-DuckDB file (SQLite checkpoints in-process), most of the difference waiting on psycopg
-(profiled). A connection pool with the saver's lock removed (operations concurrent) measured
-the same (350-360), so the lock is not what costs: the round trips and the server's own CPU on
-the same 2 cores are. Sending the writes of one event-loop pass in one pipeline (as
-``LoopSqliteSaver`` groups its commits; reads sending the queue first) measured 504-509
-messages/s, but a resumed lesson then failed with a missing channel (``KeyError: 'problem'``)
-in 1-2 of 5 SIGKILL runs of ``tests/test_lake.py``, against 0 of 6 without it: not kept until
-that is understood.
+LangGraph's ``AsyncPostgresSaver`` on one connection, with its writes grouped: the checkpoints
+and writes that the steps of one event-loop pass save are sent together, in one pipeline and one
+transaction (``GroupedPostgresSaver``), as ``LoopSqliteSaver`` groups its commits beside a file.
+Ungrouped, every step cost a round trip to the server: a run on a lake measured 350-380
+messages/s in one process against 770-870 beside a DuckDB file (SQLite checkpoints in-process),
+most of the difference waiting on psycopg (profiled). A connection pool with the saver's lock
+removed (operations concurrent) measured the same (350-360), so the lock was not what cost: the
+round trips and the server's own CPU on the same 2 cores were.
+
+Durability is the SQLite saver's: a process killed loses at most the steps whose group was not
+yet committed, and a lost step is run again on resume with the same message ids. What is in
+PostgreSQL is always a prefix of what was saved, whole groups in order, because each group is
+one transaction and groups are sent one at a time. (A first grouped version, in 2026-11, sent
+the statements without a transaction; a resumed lesson then missed a channel, ``KeyError:
+'problem'``, in 1-2 of 5 SIGKILL runs.) Reads send what is queued first, so they see every
+write saved before them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg.rows import DictRow, dict_row
 
-# The advisory lock key under which one process at a time creates the checkpoint tables.
-_SETUP_LOCK = 0x7EAC4_100B
+
+class _Recorder:
+    """Stands in for the cursor the saver writes through: queues the statements, in order."""
+
+    def __init__(self, saver: GroupedPostgresSaver) -> None:
+        self.saver = saver
+
+    async def execute(self, query: str, params: Any = None) -> None:
+        self.saver._queue_statement(query, [params])
+
+    async def executemany(self, query: str, params_seq: Sequence[Any]) -> None:
+        self.saver._queue_statement(query, list(params_seq))
+
+
+class GroupedPostgresSaver(AsyncPostgresSaver):
+    """``AsyncPostgresSaver`` whose writes (``aput``, ``aput_writes``, ``adelete_thread``: every
+    statement the saver sends in pipeline mode) are queued and sent a group at a time."""
+
+    conn: AsyncConnection[DictRow]
+
+    def __init__(self, conn: AsyncConnection[DictRow], serde: SerializerProtocol) -> None:
+        super().__init__(conn, serde=serde)
+        self._queue: list[tuple[str, list[Any]]] = []
+        self._queued = 0  # statements queued so far
+        self._sent = 0  # statements committed so far
+        self._sender: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None
+
+    @asynccontextmanager
+    async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
+        self._raise_failure()
+        if pipeline:  # a write: queued, to go with the rest of this pass's
+            yield _Recorder(self)  # type: ignore[misc]
+            return
+        await self.flush()  # a read sees every write saved before it
+        async with self.lock, self.conn.cursor(binary=True, row_factory=dict_row) as cur:
+            yield cur
+
+    def _queue_statement(self, query: str, params: list[Any]) -> None:
+        self._queue.append((query, params))
+        self._queued += 1
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        """Send the queue as one group in one transaction. Runs as a task, so what the loop's
+        pass queues after the first statement joins the group; what is queued while it is
+        sent goes in the next, which the next task sends once this one is committed."""
+        group, self._queue = self._queue, []
+        try:
+            async with (
+                self.lock,
+                self.conn.pipeline(),
+                self.conn.transaction(),
+                self.conn.cursor(binary=True) as cur,
+            ):
+                for query, params in group:
+                    await cur.executemany(query, params)
+        except BaseException as e:
+            self._failed = e  # the run stops at its next checkpoint call
+            raise
+        self._sent += len(group)
+        if self._queue:
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far is committed (not those queued later: under
+        load the queue is never empty)."""
+        target = self._queued
+        while self._sent < target:
+            self._raise_failure()
+            assert self._sender is not None
+            await asyncio.shield(self._sender)
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failed is not None:
+            raise self._failed
 
 
 @asynccontextmanager
 async def open_postgres_saver(
     conninfo: str, serde: SerializerProtocol
-) -> AsyncIterator[AsyncPostgresSaver]:
-    async with AsyncPostgresSaver.from_conn_string(conninfo, serde=serde) as saver:
+) -> AsyncIterator[GroupedPostgresSaver]:
+    async with await AsyncConnection.connect(
+        conninfo, autocommit=True, prepare_threshold=0, row_factory=dict_row
+    ) as conn:
+        saver = GroupedPostgresSaver(conn, serde)
         await _setup_once(saver)
-        yield saver
+        try:
+            yield saver
+        finally:  # however the run ended: send what was saved
+            await saver.flush()
+
+
+# The advisory lock key under which one process at a time creates the checkpoint tables.
+_SETUP_LOCK = 0x7EAC4_100B
 
 
 async def _setup_once(saver: AsyncPostgresSaver) -> None:

@@ -537,3 +537,49 @@ def test_a_lake_without_the_scale_extra_names_the_fix(
     monkeypatch.setenv("TEACHLOOP_CACHE", str(tmp_path))  # no extension installed there yet
     with pytest.raises(StoreError, match=r"pip install 'teachloop\[scale\]'"):
         Store("ducklake:postgres:dbname=x host=/nowhere user=postgres")
+
+
+async def test_checkpoints_are_sent_in_groups_and_read_back_at_once(postgres: Postgres) -> None:
+    """The steps of one event-loop pass go to PostgreSQL as one transaction; a read in the same
+    process sees every checkpoint saved before it, and another connection sees them once
+    flushed. A group that fails stops the next checkpoint call with the error."""
+    import psycopg
+    from langgraph.checkpoint.base import empty_checkpoint
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from teachloop.graphs.postgres_saver import GroupedPostgresSaver, open_postgres_saver
+
+    groups: list[int] = []
+    send = GroupedPostgresSaver._send
+
+    async def counted(self: GroupedPostgresSaver) -> None:
+        groups.append(len(self._queue))
+        await send(self)
+
+    postgres.create_database("grouped")
+    conninfo = postgres.conninfo("grouped")
+    threads = [f"lesson-{i}" for i in range(8)]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(GroupedPostgresSaver, "_send", counted)
+        async with open_postgres_saver(conninfo, JsonPlusSerializer()) as saver:
+            configs = [{"configurable": {"thread_id": t, "checkpoint_ns": ""}} for t in threads]
+            checkpoints = [empty_checkpoint() for _ in threads]
+            await asyncio.gather(
+                *(saver.aput(c, cp, {}, {}) for c, cp in zip(configs, checkpoints, strict=True))
+            )
+            found = [await saver.aget_tuple(c) for c in configs]
+            assert [t.checkpoint["id"] for t in found if t] == [cp["id"] for cp in checkpoints]
+            with psycopg.connect(conninfo) as other:
+                count = other.execute("SELECT count(*) FROM checkpoints").fetchone()
+            assert count == (8,)
+            assert sum(groups) == 8 and len(groups) < 8, groups
+
+        with pytest.raises(psycopg.OperationalError):  # and again when the saver closes
+            async with open_postgres_saver(conninfo, JsonPlusSerializer()) as saver:
+                await saver.conn.close()  # the server goes away under a running saver
+                await saver.aput(configs[0], empty_checkpoint(), {}, {})
+                with pytest.raises(psycopg.OperationalError):
+                    await saver.flush()
+                with pytest.raises(psycopg.OperationalError):  # the next step stops the run
+                    await saver.aput(configs[0], empty_checkpoint(), {}, {})
