@@ -71,7 +71,8 @@ class GroupedPostgresSaver(AsyncPostgresSaver):
     def _queue_statement(self, query: str, params: list[Any]) -> None:
         self._queue.append((query, params))
         self._queued += 1
-        if self._sender is None or self._sender.done():
+        # After a failed group nothing more is sent: what PostgreSQL holds stays a prefix.
+        if self._failed is None and (self._sender is None or self._sender.done()):
             self._sender = asyncio.get_running_loop().create_task(self._send())
 
     async def _send(self) -> None:
@@ -89,8 +90,12 @@ class GroupedPostgresSaver(AsyncPostgresSaver):
                 for query, params in group:
                     await cur.executemany(query, params)
         except BaseException as e:
-            self._failed = e  # the run stops at its next checkpoint call
-            raise
+            # Held for the next checkpoint call or flush, which raise it and stop the run (a
+            # task's exception alone would only be logged when it is garbage-collected).
+            self._failed = e
+            if not isinstance(e, Exception):
+                raise
+            return
         self._sent += len(group)
         if self._queue:
             self._sender = asyncio.get_running_loop().create_task(self._send())
