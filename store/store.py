@@ -62,6 +62,8 @@ MIGRATIONS = [
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 LAKE_ROW_GROUP = 8192
+# The order DuckLake writes a lake's files in (on insert, compaction and flushing inlined rows).
+LAKE_SORTED_BY = {"messages": "lesson_id, turn", "mastery": "lesson_id, question_index"}
 _READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 # Tables whose rows belong to one run (exported per run); the rest are project-wide.
 RUN_TABLES = ("runs", "lessons", "messages", "mastery", "preference_pairs")
@@ -532,6 +534,11 @@ def _create_lake_schema(con: duckdb.DuckDBPyConnection, version: int, location: 
     # views unchanged (measured). Set before the views exist: set_option once crashed DuckLake
     # in a catalog holding views (../shared/notes/scale-out.md).
     con.execute(f"CALL lake.set_option('parquet_row_group_size', {LAKE_ROW_GROUP})").fetchall()
+    # A lesson's rows together: min/max statistics then skip every other row group when one
+    # lesson is read (replay, transcript). At 1M messages, maintained: one lesson's transcript
+    # 27 -> 18 ms (12 ms on a file), aggregates 0.85-1.0x their time unsorted (measured).
+    for table, keys in LAKE_SORTED_BY.items():
+        con.execute(f"ALTER TABLE {table} SET SORTED BY ({keys})")
 
 
 def _source_tables(con: duckdb.DuckDBPyConnection, source: str) -> dict[str, str]:

@@ -415,6 +415,31 @@ def test_bad_lake_targets_give_one_line_errors(
     assert "does not exist" in err
 
 
+def test_a_lake_keeps_each_lessons_rows_together(lake: tuple[str, Path]) -> None:
+    """Lessons written out of order, in several commits, then maintained: the data file holds
+    messages in (lesson, turn) order, in row groups of at most LAKE_ROW_GROUP rows, so reading
+    one lesson skips the other groups."""
+    from teachloop.store.store import LAKE_ROW_GROUP
+
+    target, data = lake
+    store = Store(target, data_path=data)
+    for i in range(12, 0, -3):  # L12 L11 L10, then L09 L08 L07, ...
+        store.write_lessons(
+            [lesson(f"L{j:02d}", [("7", False), ("5", True)]) for j in range(i, i - 3, -1)]
+        )
+    store.maintain(keep_days=0, grace_hours=0)
+    with store.db.connect() as con:
+        (path,) = con.execute(
+            "SELECT data_file FROM ducklake_list_files('lake', 'messages')"
+        ).fetchone()
+        rows = con.execute("SELECT lesson_id, turn FROM read_parquet(?)", [path]).fetchall()
+        groups = con.execute(
+            "SELECT max(row_group_num_rows) FROM parquet_metadata(?)", [path]
+        ).fetchone()
+    assert len(rows) == 12 * 6 and rows == sorted(rows)
+    assert groups is not None and groups[0] <= LAKE_ROW_GROUP
+
+
 def test_maintain_compacts_files_and_removes_duplicates(
     lake: tuple[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
