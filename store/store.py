@@ -36,6 +36,7 @@ from teachloop.store.lake import DuckLake, is_lake, redact
 from teachloop.store.lake import attach as attach_lake
 from teachloop.store.maintenance import LakeMaintainer
 from teachloop.store.pairs import PairBuilder
+from teachloop.store.progress import ProgressReader
 from teachloop.store.records import (
     MasteryCounts,
     RunSummary,
@@ -74,7 +75,7 @@ ALL_TABLES = (
 )
 
 
-class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer):
+class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer, ProgressReader):
     def __init__(
         self,
         target: str | Path,

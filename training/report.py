@@ -1,7 +1,7 @@
 """A progress report from the store: PNG plots and a ``report.md`` that embeds them.
 
-Everything is read with SQL, aggregation included: each plot's query returns one row per plotted
-series (DuckDB ``list()`` aggregates), and Python only draws. Plots use matplotlib's Agg canvas
+The store reads everything (``store/progress.py``: one query each, aggregation included, one row
+per plotted series), and this module only draws. Plots use matplotlib's Agg canvas
 directly (no pyplot, no global backend state). A plot with nothing to show is not written; the
 report says so instead, so an empty store gives a valid report.
 """
@@ -25,139 +25,6 @@ TRAINING_PNG = "training_curves.png"
 PAIRS_PNG = "pairs_by_rule.png"
 # Learning curves of at most this many runs (the latest), so the lines stay readable.
 MAX_CURVE_RUNS = 6
-
-# -- queries ---------------------------------------------------------------------------------
-
-# The latest evaluation (by time) of each version; versions in the order they were made.
-_LATEST_EVALS = """
-WITH latest AS (
-    SELECT version, arg_max(eval_id, created_at) AS eval_id
-    FROM evaluations GROUP BY version),
-chosen AS (
-    SELECT e.* FROM evaluations e JOIN latest USING (version, eval_id)),
-version_order AS (
-    SELECT c.version, coalesce(any_value(mv.created_at), min(c.created_at)) AS made_at
-    FROM chosen c LEFT JOIN model_versions mv USING (version) GROUP BY c.version)
-"""
-
-_EVAL_BY_VERSION_SQL = (
-    _LATEST_EVALS
-    + """
-SELECT c.version, any_value(c.eval_id) AS eval_id, any_value(c.seed) AS seed,
-       count(*) AS topics, sum(c.questions) AS questions, sum(c.correct) AS correct,
-       sum(c.correct) / nullif(sum(c.questions), 0) AS accuracy, max(c.created_at) AS created_at
-FROM chosen c JOIN version_order o USING (version)
-GROUP BY c.version, o.made_at
-ORDER BY o.made_at, c.version
-"""
-)
-
-_EVAL_BY_TOPIC_SQL = (
-    _LATEST_EVALS
-    + """
-SELECT c.version, c.topic, c.questions, c.correct, c.accuracy
-FROM chosen c JOIN version_order o USING (version)
-ORDER BY o.made_at, c.version, c.topic
-"""
-)
-
-# One row per version: its accuracies aligned with the sorted list of all evaluated topics
-# (NULL where the version was not evaluated on a topic), plus the micro-average overall.
-_ACCURACY_PLOT_SQL = (
-    _LATEST_EVALS
-    + """,
-all_topics AS (SELECT DISTINCT topic FROM chosen),
-grid AS (
-    SELECT v.version, v.made_at, t.topic, c.accuracy
-    FROM version_order v CROSS JOIN all_topics t
-    LEFT JOIN chosen c ON c.version = v.version AND c.topic = t.topic)
-SELECT g.version, list(g.topic ORDER BY g.topic) AS topics,
-       list(g.accuracy ORDER BY g.topic) AS accuracies,
-       (SELECT sum(correct) / nullif(sum(questions), 0) FROM chosen c
-        WHERE c.version = g.version) AS overall
-FROM grid g
-GROUP BY g.version, g.made_at
-ORDER BY g.made_at, g.version
-"""
-)
-
-_CURVES_SQL = f"""
-WITH recent AS (
-    SELECT run_id, started_at FROM runs ORDER BY started_at DESC, run_id LIMIT {MAX_CURVE_RUNS})
-SELECT lc.run_id, lc.topic,
-       list(lc.question_number ORDER BY lc.question_number) AS x,
-       list(lc.cumulative_accuracy ORDER BY lc.question_number) AS cumulative,
-       list(lc.rolling_accuracy_10 ORDER BY lc.question_number) AS rolling
-FROM learning_curve lc JOIN recent r USING (run_id)
-GROUP BY lc.run_id, lc.topic, r.started_at
-ORDER BY lc.topic, r.started_at, lc.run_id
-"""
-
-# Each training job's log is a JSON array of per-step records; unnest it in SQL.
-_STEPS = """
-WITH steps AS (
-    SELECT j.job_id, j.method, j.started_at,
-           (e ->> 'step')::INTEGER AS step,
-           (e ->> 'loss')::DOUBLE AS loss,
-           (e ->> 'reward_margin')::DOUBLE AS reward_margin,
-           (e ->> 'reward_accuracy')::DOUBLE AS reward_accuracy
-    FROM training_jobs j, unnest(CAST(j.log AS JSON[])) AS t(e)
-    WHERE j.log IS NOT NULL AND json_type(j.log) = 'ARRAY')
-"""
-
-_TRAINING_PLOT_SQL = (
-    _STEPS
-    + """
-SELECT job_id, any_value(method) AS method,
-       list(step ORDER BY step) FILTER (WHERE loss IS NOT NULL) AS loss_steps,
-       list(loss ORDER BY step) FILTER (WHERE loss IS NOT NULL) AS losses,
-       list(step ORDER BY step) FILTER (WHERE reward_margin IS NOT NULL) AS margin_steps,
-       list(reward_margin ORDER BY step) FILTER (WHERE reward_margin IS NOT NULL) AS margins
-FROM steps
-WHERE step IS NOT NULL
-GROUP BY job_id, started_at
-ORDER BY started_at, job_id
-"""
-)
-
-_JOBS_SQL = (
-    _STEPS
-    + """,
-per_job AS (
-    SELECT job_id, count(*) AS steps,
-           arg_max(loss, step) FILTER (WHERE loss IS NOT NULL) AS final_loss,
-           arg_max(reward_margin, step) FILTER (WHERE reward_margin IS NOT NULL)
-               AS final_reward_margin,
-           arg_max(reward_accuracy, step) FILTER (WHERE reward_accuracy IS NOT NULL)
-               AS final_reward_accuracy
-    FROM steps GROUP BY job_id)
-SELECT j.job_id, j.method, j.from_version, j.status, j.pairs, coalesce(p.steps, 0) AS steps,
-       p.final_loss, p.final_reward_margin, p.final_reward_accuracy, j.started_at
-FROM training_jobs j LEFT JOIN per_job p USING (job_id)
-ORDER BY j.started_at, j.job_id
-"""
-)
-
-_PAIRS_SQL = """
-SELECT rule, count(*) AS pairs, count(DISTINCT topic) AS topics,
-       count(*) FILTER (WHERE job_id IS NOT NULL) AS used_in_training
-FROM preference_pairs
-GROUP BY rule
-ORDER BY pairs DESC, rule
-"""
-
-_RUNS_SQL = """
-SELECT run_id, status, student_model, lessons, questions, first_try_accuracy,
-       after_reteach_accuracy, reteach_fix_rate, started_at
-FROM run_summary
-ORDER BY started_at, run_id
-"""
-
-_VERSIONS_SQL = """
-SELECT version, parent_version, method, base_model, adapter_path, job_id, promoted, created_at
-FROM model_versions
-ORDER BY created_at, version
-"""
 
 # -- drawing ---------------------------------------------------------------------------------
 
@@ -308,25 +175,25 @@ def write_report(store: Store, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def plot(name: str, sql: str, draw: Any) -> Path | None:
+    def plot(name: str, table: pa.Table, draw: Any) -> Path | None:
         path = out_dir / name
-        rows = store.query(sql).to_pylist()
+        rows = table.to_pylist()
         if not rows:
             path.unlink(missing_ok=True)
             return None
         return draw(rows, path)
 
-    accuracy_png = plot(ACCURACY_PNG, _ACCURACY_PLOT_SQL, _plot_accuracy)
-    curves_png = plot(LEARNING_PNG, _CURVES_SQL, _plot_curves)
-    training_png = plot(TRAINING_PNG, _TRAINING_PLOT_SQL, _plot_training)
-    pairs_png = plot(PAIRS_PNG, _PAIRS_SQL, _plot_pairs)
+    accuracy_png = plot(ACCURACY_PNG, store.accuracy_by_version(), _plot_accuracy)
+    curves_png = plot(LEARNING_PNG, store.learning_curves(MAX_CURVE_RUNS), _plot_curves)
+    training_png = plot(TRAINING_PNG, store.training_curves(), _plot_training)
+    pairs_png = plot(PAIRS_PNG, store.pairs_by_rule(), _plot_pairs)
 
     lines = [
         "# teachloop report",
         "",
         f"Database: `{store.path.name if store.path else store.location}`",
         "",
-        *_section("Runs", store.query(_RUNS_SQL), "No runs yet.", level=2),
+        *_section("Runs", store.run_overview(), "No runs yet.", level=2),
         "## Learning curves",
         "",
         *_image(curves_png, "learning curves", "No learning-curve data yet (no lessons logged)."),
@@ -338,23 +205,23 @@ def write_report(store: Store, out_dir: Path) -> Path:
         *_image(accuracy_png, "held-out accuracy by version", "No evaluations yet."),
         *_section(
             "Latest evaluation per version",
-            store.query(_EVAL_BY_VERSION_SQL),
+            store.latest_evaluations(),
             "No evaluations yet.",
         ),
         *_section(
             "Latest evaluation per version and topic",
-            store.query(_EVAL_BY_TOPIC_SQL),
+            store.latest_evaluations(by_topic=True),
             "No evaluations yet.",
         ),
-        *_section("Model versions", store.query(_VERSIONS_SQL), "No model versions yet."),
+        *_section("Model versions", store.version_table(), "No model versions yet."),
         "## Training",
         "",
         *_image(training_png, "training loss and reward margin", "No training steps logged yet."),
-        *_section("Training jobs", store.query(_JOBS_SQL), "No training jobs yet."),
+        *_section("Training jobs", store.training_job_summary(), "No training jobs yet."),
         "## Preference pairs",
         "",
         *_image(pairs_png, "preference pairs by rule", "No preference pairs yet."),
-        *_section("Pairs by rule", store.query(_PAIRS_SQL), "No preference pairs yet."),
+        *_section("Pairs by rule", store.pairs_by_rule(), "No preference pairs yet."),
     ]
     report = out_dir / REPORT_NAME
     report.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
