@@ -35,8 +35,7 @@ from store_bench import QUERIES, synthetic_logs
 
 from teachloop import RunConfig, Store, run_lessons
 from teachloop.agents.backends import Backend
-from teachloop.graphs.distributed import RayOptions, lesson_worker, run_lessons_on_ray
-from teachloop.graphs.runner import promoted_student, start_run
+from teachloop.graphs.distributed import RayOptions, lesson_worker, plan_run, run_lessons_on_ray
 
 BENCH = Path(__file__).parent
 EMBEDDED = BENCH.parent / "examples" / "arithmetic.toml"
@@ -84,18 +83,18 @@ def run_on_processes(
 ) -> None:
     """``run_lessons_on_ray``'s work with a plain process per share in place of a Ray task."""
     store = Store.of(config)
-    assert config.run_id is not None
-    version = promoted_student(store, config)
-    start_run(store, config, f"{config.student.model}@{version.version}")
-    shares = [list(range(config.lessons))[k::workers] for k in range(workers)]
+    plan = plan_run(store, config, workers)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         tasks = [
-            pool.submit(lesson_worker, config, s, version, teacher_backend, student_backend)
-            for s in shares
+            pool.submit(
+                lesson_worker, plan.config, s, plan.version, teacher_backend, student_backend
+            )
+            for s in plan.shares
         ]
         done = [t.result() for t in tasks]
     assert sum(r.lessons for r in done) == config.lessons and not any(r.failed for r in done)
-    store.finish_run(config.run_id, "complete")
+    assert plan.config.run_id is not None
+    store.finish_run(plan.config.run_id, "complete")
 
 
 def writes(

@@ -1,7 +1,8 @@
 """One run's lessons spread over Ray workers, all writing one lake (README "Scaling out").
 
-The driver records the run, splits the lessons not yet logged into one share per worker and
-starts a Ray task per share. Each task drives its share as ``run_lessons`` would in one process
+The driver records the run, splits the lessons not yet logged into one share per worker
+(``plan_run``) and starts a Ray task per share (``lesson_worker``; `bench/lake_bench.py` runs the
+same shares in plain processes). Each task drives its share as ``run_lessons`` would in one process
 (lessons concurrently against the endpoint pool, finished lessons flushed to the lake in
 batches) with its checkpoints in PostgreSQL. A task whose process dies (SIGKILL, a lost
 machine) is rerun by Ray (``max_retries``) on another worker: lessons already in the lake are
@@ -57,6 +58,34 @@ class WorkerResult(BaseModel):
     pid: int
 
 
+class RunPlan(BaseModel):
+    """A recorded run split for its workers: ``shares`` holds the lessons not yet logged, one
+    list per worker (none empty); ``resumed`` counts the lessons already logged."""
+
+    config: RunConfig  # with its run id fixed
+    version: ModelVersion
+    shares: list[list[int]]
+    resumed: int
+
+
+def plan_run(store: Store, config: RunConfig, workers: int) -> RunPlan:
+    """Record the run in its lake ``store`` (``start_run``) and split the lessons it has not
+    logged yet into one share per worker, each to be driven by ``lesson_worker``."""
+    if not store.is_lake:
+        raise ConfigError(
+            "--ray needs a lake every worker can write: --db ducklake:postgres:... (a DuckDB "
+            "file has one writer)"
+        )
+    config = config.with_run_id()
+    assert config.run_id is not None
+    version = promoted_student(store, config)
+    start_run(store, config, f"{config.student.model}@{version.version}")
+    done = store.finished_lessons(config.run_id)
+    todo = [i for i in range(config.lessons) if lesson_id(config.run_id, i) not in done]
+    shares = [s for s in (todo[k::workers] for k in range(workers)) if s]
+    return RunPlan(config=config, version=version, shares=shares, resumed=len(done))
+
+
 def lesson_worker(
     config: RunConfig,
     indices: list[int],
@@ -106,23 +135,12 @@ def run_lessons_on_ray(
         import ray
     except ImportError:
         raise ConfigError("--ray needs the scale extra: pip install 'teachloop[scale]'") from None
+    started = time.perf_counter()
     store = Store.of(config)
-    if not store.is_lake:
-        raise ConfigError(
-            "--ray needs a lake every worker can write: --db ducklake:postgres:... (a DuckDB "
-            "file has one writer)"
-        )
-    config = config.with_run_id()
+    plan = plan_run(store, config, ray_options.workers)
+    config, version = plan.config, plan.version
     run_id = config.run_id
     assert run_id is not None
-    version = promoted_student(store, config)
-    student_model = f"{config.student.model}@{version.version}"
-    started = time.perf_counter()
-    start_run(store, config, student_model)
-    done = store.finished_lessons(run_id)
-    todo = [i for i in range(config.lessons) if lesson_id(run_id, i) not in done]
-    shares = [todo[k :: ray_options.workers] for k in range(ray_options.workers)]
-    shares = [s for s in shares if s]
 
     ours = not ray.is_initialized()
     if ours:
@@ -134,9 +152,9 @@ def run_lessons_on_ray(
         )
         refs = [
             task.remote(config, share, version, teacher_backend, student_backend)
-            for share in shares
+            for share in plan.shares
         ]
-        with _progress(progress, config.lessons, len(done)) as bar:
+        with _progress(progress, config.lessons, plan.resumed) as bar:
             pending = list(refs)
             while pending:
                 _, pending = ray.wait(pending, timeout=_POLL_S)
@@ -148,7 +166,7 @@ def run_lessons_on_ray(
         if ours:
             ray.shutdown()
     estimate = MasteryModel.from_counts(
-        store.mastery_counts(student_model, run_id=run_id),
+        store.mastery_counts(f"{config.student.model}@{version.version}", run_id=run_id),
         start_difficulty=config.lesson.start_difficulty,
     )
     return summarize(
@@ -157,7 +175,7 @@ def run_lessons_on_ray(
         estimate,
         config.topics,
         wall_time_s=time.perf_counter() - started,
-        lessons_resumed=len(done),
+        lessons_resumed=plan.resumed,
     )
 
 
