@@ -19,6 +19,7 @@ from conftest import adds_only_student, teacher_reply
 from fake_openai import FakeOpenAIServer
 from lake_support import Postgres
 from test_cli import openai_config, solver
+from test_faults import scripted_cli, scripted_env
 from test_pairs import lesson
 from test_runner import assert_resumed_exactly, kill_three_times_then_finish
 
@@ -205,6 +206,38 @@ def test_a_killed_process_resumes_from_its_postgresql_checkpoints(
     )
     assert_resumed_exactly(store, out, done_before, lessons)
     assert_exact(store, "killed-run", lessons)
+
+
+def test_ctrl_c_on_a_lake_stops_gracefully_and_the_run_resumes(
+    lake: tuple[str, Path], tmp_path: Path
+) -> None:
+    """SIGINT while checkpoint groups are in flight: the run stops with its one-line message,
+    and rerunning it finishes with every message once."""
+    target, data = lake
+    Store(target, data_path=data)
+    config = tmp_path / "run.toml"
+    config.write_text(
+        'topics = ["arithmetic.addition", "arithmetic.multiplication"]\n'
+        f'[lesson]\nquestions = 2\n[store]\ndata_path = "{data}"\n'
+    )
+    cmd = scripted_cli(
+        "run", "--config", str(config), "--db", target, "--lessons", "24",
+        "--concurrency", "4", "--run-id", "sigint", "--quiet",
+    )  # fmt: skip
+    child = subprocess.Popen(
+        cmd, env=scripted_env(0.03), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    store = Store.open(target, read_only=True)
+    deadline = time.monotonic() + 60
+    while len(store.finished_lessons("sigint")) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert child.poll() is None, "the run finished before it could be interrupted"
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130 and err.startswith("interrupted: logged lessons are in"), err
+    again = subprocess.run(cmd, env=scripted_env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert_exact(store, "sigint", 24)
 
 
 async def test_workers_share_what_their_lessons_show(
