@@ -30,7 +30,7 @@ from typing import Any
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg import AsyncConnection, AsyncCursor
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow
 
 
 class _Recorder:
@@ -67,7 +67,7 @@ class GroupedPostgresSaver(AsyncPostgresSaver):
             yield _Recorder(self)  # type: ignore[misc]
             return
         await self.flush()  # a read sees every write saved before it
-        async with self.lock, self.conn.cursor(binary=True, row_factory=dict_row) as cur:
+        async with super()._cursor() as cur:
             yield cur
 
     def _queue_statement(self, query: str, params: list[Any]) -> None:
@@ -121,10 +121,8 @@ class GroupedPostgresSaver(AsyncPostgresSaver):
 async def open_postgres_saver(
     conninfo: str, serde: SerializerProtocol
 ) -> AsyncIterator[GroupedPostgresSaver]:
-    async with await AsyncConnection.connect(
-        conninfo, autocommit=True, prepare_threshold=0, row_factory=dict_row
-    ) as conn:
-        saver = GroupedPostgresSaver(conn, serde)
+    async with GroupedPostgresSaver.from_conn_string(conninfo, serde=serde) as saver:
+        assert isinstance(saver, GroupedPostgresSaver)
         await _setup_once(saver)
         try:
             yield saver
