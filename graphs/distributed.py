@@ -64,6 +64,7 @@ class RunPlan(BaseModel):
 
     config: RunConfig  # with its run id fixed
     version: ModelVersion
+    student_model: str  # as the run records it: model@version
     shares: list[list[int]]
     resumed: int
 
@@ -79,11 +80,18 @@ def plan_run(store: Store, config: RunConfig, workers: int) -> RunPlan:
     config = config.with_run_id()
     assert config.run_id is not None
     version = promoted_student(store, config)
-    start_run(store, config, f"{config.student.model}@{version.version}")
+    student_model = f"{config.student.model}@{version.version}"
+    start_run(store, config, student_model)
     done = store.finished_lessons(config.run_id)
     todo = [i for i in range(config.lessons) if lesson_id(config.run_id, i) not in done]
     shares = [s for s in (todo[k::workers] for k in range(workers)) if s]
-    return RunPlan(config=config, version=version, shares=shares, resumed=len(done))
+    return RunPlan(
+        config=config,
+        version=version,
+        student_model=student_model,
+        shares=shares,
+        resumed=len(done),
+    )
 
 
 def lesson_worker(
@@ -166,7 +174,7 @@ def run_lessons_on_ray(
         if ours:
             ray.shutdown()
     estimate = MasteryModel.from_counts(
-        store.mastery_counts(f"{config.student.model}@{version.version}", run_id=run_id),
+        store.mastery_counts(plan.student_model, run_id=run_id),
         start_difficulty=config.lesson.start_difficulty,
     )
     return summarize(
