@@ -47,7 +47,6 @@ class _Row:
     key: object  # the caller's handle, returned with the result
     request: GenerationRequest
     prompt_tokens: int
-    position: int  # the position id of the next token fed
     tokens: list[int] = field(default_factory=list)
     window: int = 0  # tokens to decode when looking for a stop string
 
@@ -139,14 +138,7 @@ class Decoder:
                 keys = [_pad_left((h or some).keys[i][:, :, : len(h)], known) for h in hits]
                 values = [_pad_left((h or some).values[i][:, :, : len(h)], known) for h in hits]
                 cache.update(torch.cat(keys), torch.cat(values), i)
-        logits = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1]
+        logits = self._forward(ids, mask, positions, cache)
         if self.limit is None or known + rest <= self.limit:  # windowed layers hold every column
             for r, prompt in enumerate(prompts):
                 real = mask[r].bool()
@@ -160,7 +152,6 @@ class Decoder:
                 key=key,
                 request=request,
                 prompt_tokens=len(prompts[i]),
-                position=len(prompts[i]),
                 window=max((len(s) for s in request.stop), default=0) + 4,
             )
             for i, (key, request) in enumerate(joining)
@@ -173,18 +164,25 @@ class Decoder:
         assert self.mask is not None
         last = torch.tensor([[r.tokens[-1]] for r in self.rows], device=self.model.device)
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
-        positions = torch.tensor([[r.position] for r in self.rows], device=self.model.device)
-        logits = self.model(
-            input_ids=last,
-            attention_mask=self.mask,
+        # The token fed is a row's last one: its position is the tokens before it.
+        positions = torch.tensor(
+            [[r.prompt_tokens + len(r.tokens) - 1] for r in self.rows], device=self.model.device
+        )
+        logits = self._forward(last, self.mask, positions, self.cache)
+        return self._advance(logits, range(len(self.rows)))
+
+    def _forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
+    ) -> torch.Tensor:
+        """The model on ``ids`` after ``cache``: the logits of each row's last token."""
+        return self.model(
+            input_ids=ids,
+            attention_mask=mask,
             position_ids=positions,
-            past_key_values=self.cache,
+            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1]
-        for row in self.rows:
-            row.position += 1
-        return self._advance(logits, range(len(self.rows)))
 
     def _advance(self, logits: torch.Tensor, rows: range) -> list[tuple[object, RowResult]]:
         """Pick each row's next token from its logits, then retire the rows that ended."""
@@ -195,7 +193,8 @@ class Decoder:
         if not done:
             return []
         results = [(self.rows[i].key, self._result(self.rows[i])) for i in done]
-        self._keep([i for i in range(len(self.rows)) if i not in set(done)])
+        ended = set(done)
+        self._keep([i for i in range(len(self.rows)) if i not in ended])
         return results
 
     @staticmethod
