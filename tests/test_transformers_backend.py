@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
@@ -14,6 +15,7 @@ import pytest
 from tiny_model import build_tiny_model, greedy_text, load_reference
 
 from teachloop.agents import embedded
+from teachloop.agents.backends import decoding
 from teachloop.agents.backends.base import Completion, GenerationRequest
 from teachloop.agents.backends.decoding import Decoder, RowResult
 from teachloop.agents.backends.transformers_backend import (
@@ -192,6 +194,64 @@ async def test_batches_past_the_sliding_window_match_generate(
     expected = [greedy_text(tokenizer, model, r.prompt, r.max_tokens) for r in requests]
     together = await run_all(backend, requests)
     assert [c.text for c in together] == expected
+
+
+async def test_decode_steps_append_to_the_cache_in_place(
+    backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decode step writes its keys into spare columns of the layer's buffer (no copy of the
+    cache); when the spare columns run out the layer copies once into a larger buffer. With
+    3 spare columns both happen many times, and every text is still what generate gives."""
+    monkeypatch.setattr(decoding, "SPARE_COLUMNS", 3)
+    tokenizer, model = load_reference(backend.model_dir)
+    buffers: list[tuple[int, int]] = []  # per decode step: layer 0's keys, (address, columns)
+    decode = Decoder._decode
+
+    def tracked(self: Decoder) -> Any:
+        finished = decode(self)
+        keys = self.cache.layers[0].keys if self.rows else None
+        if keys is not None:
+            buffers.append((keys.data_ptr(), keys.shape[-2]))
+        return finished
+
+    monkeypatch.setattr(Decoder, "_decode", tracked)
+    requests = [GenerationRequest(prompt=p, max_tokens=20) for p in PROMPTS[:3]]
+    together = await run_all(backend, requests)
+    assert [c.text for c in together] == [
+        greedy_text(tokenizer, model, r.prompt, r.max_tokens) for r in requests
+    ]
+    grown = [b for a, b in itertools.pairwise(buffers) if b[1] == a[1] + 1]
+    in_place = [b for a, b in itertools.pairwise(buffers) if b[0] == a[0]]
+    assert len(grown) > 10
+    assert len(in_place) >= len(grown) / 2  # 3 of every 4 steps when rows stay
+    assert len({address for address, _ in buffers}) > 3  # and copies when the room is full
+
+
+async def test_every_step_runs_on_the_backends_own_thread(
+    backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PyTorch's OpenMP workers belong to the thread that calls in: steps must not wander over
+    the event loop's shared executor, even while other blocking work keeps it busy."""
+    threads: set[int] = set()
+    step = Decoder.step
+
+    def tracked(self: Decoder, *args: Any) -> Any:
+        threads.add(threading.get_ident())
+        return step(self, *args)
+
+    monkeypatch.setattr(Decoder, "step", tracked)
+    done = asyncio.Event()
+
+    async def keep_the_executor_busy() -> None:
+        while not done.is_set():
+            await asyncio.gather(*(asyncio.to_thread(time.sleep, 0.001) for _ in range(3)))
+
+    busy = asyncio.create_task(keep_the_executor_busy())
+    results = await run_all(backend, [GenerationRequest(prompt=p, max_tokens=12) for p in PROMPTS])
+    done.set()
+    await busy
+    assert all(isinstance(r, Completion) for r in results)
+    assert len(threads) == 1 and threading.get_ident() not in threads
 
 
 async def test_batched_output_equals_output_alone(

@@ -13,7 +13,8 @@ The batch's KV cache is one ``DynamicCache`` with rows padded to a common length
 columns on the left, and between a reused prefix and the rest of a prompt): a joining group is
 prefilled on its own, then both caches are padded on the left to the longer one and
 concatenated. Leading columns every row pads are cut when rows leave, so the cache
-stays as long as its longest live row. Each row keeps its own positions (RoPE) and attention
+stays as long as its longest live row. A decode step writes its column into spare room after
+the cached ones (``_AppendInPlace``) rather than copying the cache. Each row keeps its own positions (RoPE) and attention
 mask, so a row's tokens are those it would get alone (greedy; bit-identical in float32).
 Models with sliding-window layers (Gemma 3: 512 tokens) keep only the window's keys there, so a
 group joins a running batch only if the batch stays within the window until its rows end;
@@ -31,8 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from teachloop.agents.backends.base import GenerationRequest, truncate_at_stop
+
+# Columns of spare room a cache layer takes when it must copy anyway (see ``_AppendInPlace``).
+SPARE_COLUMNS = 64
 
 
 @dataclass(frozen=True)
@@ -114,8 +120,6 @@ class Decoder:
         """Prefill the joining ``prompts`` (token ids), each on top of the longest prefix of it
         already computed (``_Prefixes``): row r's columns are [pad | its prefix's keys | pad |
         the rest of its prompt], its positions those of its own tokens."""
-        from transformers import DynamicCache
-
         hits = [self.prefixes.longest(p) for p in prompts]
         known = max(len(h) for h in hits)
         rest = max(len(p) - len(h) for p, h in zip(prompts, hits, strict=True))
@@ -131,7 +135,7 @@ class Decoder:
             mask[r, known + rest - len(tail) :] = 1
         ids, mask = ids.to(self.model.device), mask.to(self.model.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, known:]
-        cache = DynamicCache(config=self.model.config)
+        cache = _cache(self.model.config)
         if known:
             some = next(h for h in hits if len(h))  # shapes for the rows without a hit
             for i in range(len(some.keys)):
@@ -186,7 +190,14 @@ class Decoder:
 
     def _advance(self, logits: torch.Tensor, rows: range) -> list[tuple[object, RowResult]]:
         """Pick each row's next token from its logits, then retire the rows that ended."""
-        chosen = [self._pick(logits[k], self.rows[i].request) for k, i in enumerate(rows)]
+        # One pass for every row's greedy token: an argmax per row over the 262k-token vocabulary
+        # took ~1 ms each in bfloat16 (8 ms of a 100 ms step at 8 rows); ``max`` over the batch
+        # takes ~0.8 ms, and picks the same (first) index on ties.
+        greedy = logits.max(-1).indices.tolist()
+        chosen = [
+            greedy[k] if self.rows[i].request.temperature <= 0 else _sample(logits[k], self.rows[i])
+            for k, i in enumerate(rows)
+        ]
         for token, i in zip(chosen, rows, strict=True):
             self.rows[i].tokens.append(token)
         done = [i for i in rows if self._ended(self.rows[i])]
@@ -196,13 +207,6 @@ class Decoder:
         ended = set(done)
         self._keep([i for i in range(len(self.rows)) if i not in ended])
         return results
-
-    @staticmethod
-    def _pick(logits: torch.Tensor, request: GenerationRequest) -> int:
-        if request.temperature <= 0:
-            return int(logits.argmax())
-        probs = torch.softmax(logits.float() / request.temperature, dim=-1)
-        return int(torch.multinomial(probs, 1))
 
     def _ended(self, row: _Row) -> bool:
         if row.tokens[-1] in self.eos_ids or len(row.tokens) >= row.request.max_tokens:
@@ -266,6 +270,87 @@ class Decoder:
                 layer.cumulative_length = self.mask.shape[1]
 
 
+class _AppendInPlace:
+    """A cache layer that writes a decode step's keys and values into spare columns after its
+    cached ones, where transformers' layers copy the whole cache into a new tensor at every
+    step (``torch.cat``: ~9 ms of a ~100 ms step at 8 rows on Gemma 3 270M). ``keys`` and
+    ``values`` stay views of the first columns of a larger buffer; anything that replaces them
+    (the decoder's joins and leaves) makes the next step copy once into a new buffer. Columns
+    past a view are never part of it, so writing there changes no tensor anyone holds."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    is_initialized: bool
+    _rooms: tuple[torch.Tensor, torch.Tensor] | None = None  # the buffers keys, values start
+
+    def _append(self, key_states: torch.Tensor, value_states: torch.Tensor) -> bool:
+        if not self.is_initialized or not self.keys.numel():
+            return False
+        rooms = self._rooms or (None, None)
+        self.keys, key_room = _append_columns(self.keys, key_states, rooms[0])
+        self.values, value_room = _append_columns(self.values, value_states, rooms[1])
+        self._rooms = key_room, value_room
+        return True
+
+
+class _FullLayer(_AppendInPlace, DynamicLayer):
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._append(key_states, value_states):
+            return self.keys, self.values
+        return super().update(key_states, value_states, *args, **kwargs)
+
+
+class _WindowLayer(_AppendInPlace, DynamicSlidingWindowLayer):
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Inside the window the layer keeps every column, as a full one does; past it, it drops
+        # the oldest, which the base class does.
+        added = key_states.shape[-2]
+        if self.cumulative_length + added < self.sliding_window and self._append(
+            key_states, value_states
+        ):
+            self.cumulative_length += added
+            return self.keys, self.values
+        return super().update(key_states, value_states, *args, **kwargs)
+
+
+def _cache(config: Any) -> DynamicCache:
+    """A ``DynamicCache`` for ``config`` whose attention layers append in place."""
+    cache = DynamicCache(config=config)
+    cache.layers = [
+        _WindowLayer(sliding_window=layer.sliding_window)
+        if type(layer) is DynamicSlidingWindowLayer
+        else _FullLayer()
+        if type(layer) is DynamicLayer
+        else layer
+        for layer in cache.layers
+    ]
+    return cache
+
+
+def _append_columns(
+    x: torch.Tensor, new: torch.Tensor, room: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` with ``new``'s columns (axis -2) after its own, and the buffer it starts: ``room``
+    if ``x`` is its start and it has space, else a copy with ``SPARE_COLUMNS`` more."""
+    n, added = x.shape[-2], new.shape[-2]
+    if (
+        room is None
+        or room.shape[:-2] != x.shape[:-2]
+        or room.shape[-1] != x.shape[-1]
+        or room.shape[-2] < n + added
+        or room.data_ptr() != x.data_ptr()
+        or room.stride() != x.stride()
+    ):
+        room = x.new_empty((*x.shape[:-2], n + added + SPARE_COLUMNS, x.shape[-1]))
+        room[..., :n, :] = x
+    room[..., n : n + added, :] = new
+    return room[..., : n + added, :], room
+
+
 @dataclass
 class _Prefix:
     """The keys and values (per layer, [1, heads, tokens, dim]) of a prompt's first tokens."""
@@ -305,6 +390,11 @@ class _Prefixes:
         self.entries.move_to_end(tokens)
         while len(self.entries) > self.capacity:
             self.entries.popitem(last=False)
+
+
+def _sample(logits: torch.Tensor, row: _Row) -> int:
+    probs = torch.softmax(logits.float() / row.request.temperature, dim=-1)
+    return int(torch.multinomial(probs, 1))
 
 
 def _shared(a: tuple[int, ...], b: list[int], most: int) -> int:
