@@ -14,8 +14,9 @@ columns on the left, and between a reused prefix and the rest of a prompt): a jo
 prefilled on its own, then both caches are padded on the left to the longer one and
 concatenated. Leading columns every row pads are cut when rows leave, so the cache
 stays as long as its longest live row. A decode step writes its column into spare room after
-the cached ones (``_AppendInPlace``) rather than copying the cache. Each row keeps its own positions (RoPE) and attention
-mask, so a row's tokens are those it would get alone (greedy; bit-identical in float32).
+the cached ones (``_AppendInPlace``) rather than copying the cache. Each row keeps its own
+positions (RoPE) and attention mask, so a row's tokens are those it would get alone (greedy;
+bit-identical in float32).
 Models with sliding-window layers (Gemma 3: 512 tokens) keep only the window's keys there, so a
 group joins a running batch only if the batch stays within the window until its rows end;
 otherwise it waits until the batch drains and starts the next one.
