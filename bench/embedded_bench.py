@@ -49,13 +49,20 @@ LESSONS = {1: 4, 8: 32}
 
 def baseline_backend(current: TransformersBackend, rev: str = BASELINE) -> Backend:
     """The in-process backend's module as of ``rev``, built with ``current``'s arguments."""
-    source = subprocess.run(
-        ["git", "show", f"{rev}:{BACKEND_PATH}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    try:
+        source = subprocess.run(
+            ["git", "show", f"{rev}:{BACKEND_PATH}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        reason = (getattr(e, "stderr", "") or str(e)).strip().splitlines()[0]
+        raise SystemExit(
+            f"embedded bench: the baseline backend comes from git history ({rev}): {reason}; "
+            "run from a full clone, or embedded_bench.py --no-baseline"
+        ) from None
     path = Path(tempfile.mkdtemp()) / "baseline_transformers_backend.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(path.stem, path)
