@@ -321,15 +321,16 @@ class _WindowLayer(_AppendInPlace, DynamicSlidingWindowLayer):
 def _cache(config: Any) -> DynamicCache:
     """A ``DynamicCache`` for ``config`` whose attention layers append in place."""
     cache = DynamicCache(config=config)
-    cache.layers = [
-        _WindowLayer(sliding_window=layer.sliding_window)
-        if type(layer) is DynamicSlidingWindowLayer
-        else _FullLayer()
-        if type(layer) is DynamicLayer
-        else layer
-        for layer in cache.layers
-    ]
+    cache.layers = [_in_place(layer) for layer in cache.layers]
     return cache
+
+
+def _in_place(layer: Any) -> Any:
+    if type(layer) is DynamicSlidingWindowLayer:
+        return _WindowLayer(sliding_window=layer.sliding_window)
+    if type(layer) is DynamicLayer:
+        return _FullLayer()
+    return layer  # other kinds (linear attention, ...) keep transformers' own
 
 
 def _append_columns(

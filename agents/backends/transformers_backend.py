@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import threading
@@ -87,7 +86,8 @@ class TransformersBackend(Backend):
         self.prefills = 0  # observability: groups of waiting requests that joined the batch
         self._model: Any = None
         self._tokenizer: Any = None
-        self._load_lock = threading.Lock()  # a thread lock: _generate loads in its caller's
+        # _generate (benches) loads in its caller's thread, everything else on the model thread.
+        self._load_lock = threading.Lock()
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-model")
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -114,7 +114,7 @@ class TransformersBackend(Backend):
         if self._closed:
             raise BackendUnavailable(f"backend {self.name} was closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._model_thread, functools.partial(fn, *args))
+        return await loop.run_in_executor(self._model_thread, fn, *args)
 
     def _load(self) -> None:
         """Load tokenizer and model once (blocking; call in a thread)."""
