@@ -196,6 +196,54 @@ async def test_batches_past_the_sliding_window_match_generate(
     assert [c.text for c in together] == expected
 
 
+@pytest.mark.parametrize("packs", [True, False])
+def test_a_join_decodes_the_running_batch_in_the_same_forward(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch, packs: bool
+) -> None:
+    """Requests that join a running batch are prefilled in the batch's own decode pass (one
+    forward per step; with ``packs`` off, as for models it cannot pack, a prefill of their
+    own first). Joiners with and without a reused prefix, the tiny model's sliding-window and
+    full layers: every text is what generate gives."""
+    tokenizer, model = load_reference(tiny_dir)
+    decoder = Decoder(model, tokenizer, {tokenizer.eos_token_id})
+    assert decoder.packs  # sdpa, full and sliding-window layers
+    decoder.packs = packs
+    forwards: list[bool] = []  # per forward: was it packed
+    original = model.forward
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        forwards.append("packed" in kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", counted)
+    preamble = "Question: What is 1 + 1?\nAnswer: 2\n\n"
+    requests = [
+        GenerationRequest(prompt=preamble + PROMPTS[0], max_tokens=30),
+        GenerationRequest(prompt=preamble + PROMPTS[2], max_tokens=12),  # shares the preamble
+        GenerationRequest(prompt=PROMPTS[1], max_tokens=10),
+        GenerationRequest(prompt=PROMPTS[3], max_tokens=6),
+    ]
+    arrivals = {0: [0], 4: [1, 2], 9: [3]}  # step -> requests joining then
+    results: dict[object, RowResult] = {}
+    per_step: list[int] = []
+    step = 0
+    while step <= max(arrivals) or decoder.rows:
+        before = len(forwards)
+        arriving = [(i, requests[i]) for i in arrivals.get(step, [])]
+        finished, joined = decoder.step(arriving)
+        assert joined == bool(arriving)  # within the window: nobody waits
+        results.update(finished)
+        per_step.append(len(forwards) - before)
+        step += 1
+    assert [results[i].text for i in range(len(requests))] == [
+        greedy_text(tokenizer, model, r.prompt, r.max_tokens) for r in requests
+    ]
+    joins_into_batch = [per_step[s] for s in arrivals if s > 0]
+    assert joins_into_batch == ([1, 1] if packs else [2, 2])
+    assert sum(forwards) == (2 if packs else 0)
+    assert per_step[0] == 2  # the first request: its prefill, then a decode step
+
+
 async def test_decode_steps_append_to_the_cache_in_place(
     backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
