@@ -133,10 +133,79 @@ async def measure(
     return results
 
 
+def best_of(fn: Callable[[], object], times: int) -> float:
+    """The shortest of ``times`` timed calls of ``fn`` (after one untimed), in seconds."""
+    fn()
+    best = float("inf")
+    for _ in range(times):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def bounds(backend: TransformersBackend, rows: int = 8, prompt_tokens: int = 256) -> dict:
+    """Where the model's passes stand against this machine's limits, measured in one run.
+    Decoding reads every weight once per step, so a step at ``rows`` rows is set against the
+    machine's read bandwidth (the best of 5 sums over 512 MB); a prefill is matrix products,
+    so one of ``prompt_tokens`` tokens is set against bfloat16 matrix-product throughput (the
+    best of 3 products of 2048 x 2048 matrices). Counted: the weights' bytes, and 2 FLOPs per
+    parameter of the linear layers per token (attention's products left out: ~5% at 256)."""
+    import torch
+
+    decoder = backend._decoder()
+    model = decoder.model
+    params = list(model.parameters())  # a tied head is the embedding, listed once
+    weight_bytes = sum(p.numel() * p.element_size() for p in params)
+    body = sum(p.numel() for p in params) - model.get_input_embeddings().weight.numel()
+    with torch.inference_mode():
+        data = torch.ones(128 * 2**20)  # 512 MB of float32
+        read_gbs = data.numel() * 4 / best_of(data.sum, 5) / 1e9
+        del data
+        a = torch.randn(2048, 2048, dtype=torch.bfloat16)
+        peak_gflops = 2 * 2048**3 / best_of(lambda: a @ a, 3) / 1e9
+        words = " ".join(f"{i} plus {i + 7} is {2 * i + 7}." for i in range(200))
+        ids = decoder.tokenizer(words).input_ids[:prompt_tokens]
+        requests = [
+            GenerationRequest(prompt=f"{words[: 4 * prompt_tokens]} {i}", max_tokens=64)
+            for i in range(rows)
+        ]
+
+        def prefill() -> None:  # one prompt into an empty batch: its forward pass alone
+            decoder.rows, decoder.cache, decoder.mask = [], None, None
+            decoder.prefixes.entries.clear()
+            decoder._join([(0, requests[0])], [ids])
+
+        prefill_s = best_of(prefill, 3)
+        decoder.rows, decoder.cache, decoder.mask = [], None, None
+        decoder.prefixes.entries.clear()
+        decoder.step(list(enumerate(requests)))
+        step_s = best_of(lambda: decoder.step([]), 10)
+    tokens = len(ids)
+    return {
+        "weights_gb": weight_bytes / 1e9,
+        "read_gb_per_s": read_gbs,
+        "decode_step_s": step_s,
+        "decode_fraction": weight_bytes / step_s / 1e9 / read_gbs,
+        "peak_gflops": peak_gflops,
+        "prefill_tokens": tokens,
+        "prefill_s": prefill_s,
+        "prefill_fraction": 2 * body * tokens / prefill_s / 1e9 / peak_gflops,
+    }
+
+
+def measure_bounds() -> dict:
+    base = RunConfig.from_file(CONFIG)
+    _, student = build_backends(base)
+    assert isinstance(student, TransformersBackend)
+    return bounds(student)
+
+
 def figures() -> list[Figure]:
     old = asyncio.run(measure({8: LESSONS[8]}, backend=baseline_backend))[8]
     results = asyncio.run(measure(LESSONS))
     one, eight = results[1], results[8]
+    limits = measure_bounds()
     return [
         Figure(
             bench="embedded",
@@ -167,6 +236,23 @@ def figures() -> list[Figure]:
             unit="x",
             target=">= 4",
         ),
+        Figure(
+            bench="embedded",
+            name="decode step at 8 rows: weight bytes read per second / this machine's read "
+            "bandwidth",
+            measured=round(limits["decode_fraction"], 2),
+            unit="x",
+            note=f"{limits['decode_step_s'] * 1000:.0f} ms per step, "
+            f"{limits['weights_gb']:.2f} GB of weights, {limits['read_gb_per_s']:.1f} GB/s",
+        ),
+        Figure(
+            bench="embedded",
+            name=f"prefill of {limits['prefill_tokens']} tokens: linear layers' FLOP/s / this "
+            "machine's bfloat16 matrix-product peak",
+            measured=round(limits["prefill_fraction"], 2),
+            unit="x",
+            note=f"{limits['prefill_s'] * 1000:.0f} ms, peak {limits['peak_gflops']:,.0f} GFLOP/s",
+        ),
     ]
 
 
@@ -182,6 +268,7 @@ def main() -> None:
         results["baseline, 8"] = old[8]
     now = asyncio.run(measure({1: args.lessons_one, 8: args.lessons_eight}))
     results.update({str(level): row for level, row in now.items()})
+    results["bounds"] = measure_bounds()
     print(json.dumps(results, indent=2))
 
 
