@@ -201,6 +201,7 @@ def measure(logs: list[LessonLog], batches: list[int], runs: int = 4) -> dict:
         result["reinsert_added"] = after - before
         result["stored"] = after
         lesson_id = logs[len(logs) // 2].lesson.lesson_id
+        result["duckdb_alone"] = duckdb_alone(store, logs, batches[-1], Path(tmp) / "alone.duckdb")
         result["views"] = {}
         with store.connect(read_only=True) as con:
             for name, sql in QUERIES.items():
@@ -214,6 +215,33 @@ def measure(logs: list[LessonLog], batches: list[int], runs: int = 4) -> dict:
     return result
 
 
+def duckdb_alone(store: Store, logs: list[LessonLog], batch: int, path: Path) -> float:
+    """The ceiling for ``write_lessons`` at ``batch`` lessons per transaction: the same
+    messages, already flattened (read back from ``store`` as Arrow), inserted into the same
+    table of a fresh store by DuckDB alone, with the store's pattern of access: one connection
+    per transaction (the store opens the file per operation, so that other processes can read
+    between writes; closing it checkpoints). No JSON, no flattening, no duplicate check, no
+    lessons or snapshots. Messages per second."""
+    # In the order they were written: lesson ids end in the lesson's zero-padded index.
+    flat = store.query("SELECT * FROM messages ORDER BY split_part(lesson_id, '-L', 2), turn")
+    batches = [logs[i : i + batch] for i in range(0, len(logs), batch)]
+    sizes = [sum(len(log.messages) for log in lessons) for lessons in batches]
+    Store(path)  # the schema, and nothing in it
+    started = time.perf_counter()
+    offset = 0
+    for size in sizes:
+        part = flat.slice(offset, size)  # noqa: F841 (DuckDB reads it by name)
+        con = duckdb.connect(str(path))
+        try:
+            con.execute("BEGIN")
+            con.execute("INSERT INTO messages SELECT * FROM part")
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        offset += size
+    return flat.num_rows / (time.perf_counter() - started)
+
+
 def figures() -> list[Figure]:
     result = measure(synthetic_logs(1_000_000), [1000, 5000])
     slowest = max(result["views"], key=result["views"].get)
@@ -225,6 +253,19 @@ def figures() -> list[Figure]:
             unit="msg/s",
             target=">= 100000",
             note=f"{result['messages']:,} messages through Store.write_lessons",
+        ),
+        Figure(
+            bench="store",
+            name="the same messages by DuckDB alone, 5,000-lesson transactions (pre-flattened "
+            "Arrow, a connection per transaction as the store opens one: the ceiling)",
+            measured=round(result["duckdb_alone"]),
+            unit="msg/s",
+        ),
+        Figure(
+            bench="store",
+            name="bulk insert / DuckDB alone",
+            measured=round(result["insert"][5000] / result["duckdb_alone"], 2),
+            unit="x",
         ),
         Figure(
             bench="store",
@@ -267,6 +308,10 @@ def main() -> None:
     result = measure(logs, args.batch)
     for batch, rate in result["insert"].items():
         print(f"insert: {rate:,.0f} messages/s ({batch}-lesson transactions)")
+    print(
+        f"DuckDB alone, same messages pre-flattened, {args.batch[-1]}-lesson transactions: "
+        f"{result['duckdb_alone']:,.0f} messages/s"
+    )
     print(
         f"re-insert of {args.batch[-1]} written lessons: {result['reinsert_added']} rows added "
         f"in {result['reinsert_s']:.2f} s"
