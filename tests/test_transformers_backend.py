@@ -244,6 +244,37 @@ def test_a_join_decodes_the_running_batch_in_the_same_forward(
     assert per_step[0] == 2  # the first request: its prefill, then a decode step
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_arrivals_give_what_generate_gives(tiny_dir: Path, seed: int) -> None:
+    """Requests arrive at random steps, zero to three at a time, some sharing a preamble with
+    earlier ones, with 1 to 20 tokens each: whatever the schedule (joins packed into the
+    batch's pass, rows leaving as others join, waits at the sliding window), every text is
+    what generate gives for the prompt alone."""
+    import random
+
+    rng = random.Random(seed)
+    tokenizer, model = load_reference(tiny_dir)
+    decoder = Decoder(model, tokenizer, {tokenizer.eos_token_id})
+    preambles = ["", "Question: What is 1 + 1?\nAnswer: 2\n\n", "Answer: 7\n"]
+    requests = [
+        GenerationRequest(
+            prompt=rng.choice(preambles) + rng.choice(PROMPTS), max_tokens=rng.randint(1, 20)
+        )
+        for _ in range(14)
+    ]
+    waiting = list(enumerate(requests))
+    results: dict[object, RowResult] = {}
+    while waiting or decoder.rows:
+        arriving = waiting[: rng.randint(0, 3)] if waiting else []
+        finished, joined = decoder.step(arriving)
+        if joined:
+            waiting = waiting[len(arriving) :]
+        results.update(finished)
+    assert [results[i].text for i in range(len(requests))] == [
+        greedy_text(tokenizer, model, r.prompt, r.max_tokens) for r in requests
+    ]
+
+
 async def test_decode_steps_append_to_the_cache_in_place(
     backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
