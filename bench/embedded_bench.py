@@ -171,14 +171,11 @@ def bounds(backend: TransformersBackend, rows: int = 8, prompt_tokens: int = 256
             for i in range(rows)
         ]
 
-        def prefill() -> None:  # one prompt into an empty batch: its forward pass alone
-            decoder.rows, decoder.cache, decoder.mask = [], None, None
-            decoder.prefixes.entries.clear()
-            decoder._join([(0, requests[0])], [ids])
+        def prefill() -> None:  # one prompt into a new, empty batch: its forward pass alone
+            backend._decoder()._join([(0, requests[0])], [ids])
 
         prefill_s = best_of(prefill, 3)
-        decoder.rows, decoder.cache, decoder.mask = [], None, None
-        decoder.prefixes.entries.clear()
+        decoder = backend._decoder()
         decoder.step(list(enumerate(requests)))
         step_s = best_of(lambda: decoder.step([]), 10)
     tokens = len(ids)
