@@ -176,15 +176,21 @@ class Decoder:
         return self._advance(logits, range(len(self.rows) - len(logits), len(self.rows)))
 
     def _decode(self) -> list[tuple[object, RowResult]]:
+        last, positions = self._next_inputs()
+        logits = self._forward(last, self.mask, positions, self.cache)
+        return self._advance(logits, range(len(self.rows)))
+
+    def _next_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's last token and its position ([rows, 1] each), for the step that feeds
+        them; the mask grows by the column they take."""
         assert self.mask is not None
         last = torch.tensor([[r.tokens[-1]] for r in self.rows], device=self.model.device)
-        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
         # The token fed is a row's last one: its position is the tokens before it.
         positions = torch.tensor(
             [[r.prompt_tokens + len(r.tokens) - 1] for r in self.rows], device=self.model.device
         )
-        logits = self._forward(last, self.mask, positions, self.cache)
-        return self._advance(logits, range(len(self.rows)))
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
+        return last, positions
 
     def _forward_with_batch(
         self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
@@ -196,13 +202,8 @@ class Decoder:
         ms of its ~100 ms on Gemma 3 270M, 25% of the model's time at 8 in flight). Attention
         runs per group, on each group's own cache and transformers' own masks for it
         (``_Packed``), so each row computes what it would alone."""
-        assert self.mask is not None
         rows = len(self.rows)
-        last = torch.tensor([r.tokens[-1] for r in self.rows], device=self.model.device)
-        batch_positions = torch.tensor(
-            [[r.prompt_tokens + len(r.tokens) - 1] for r in self.rows], device=self.model.device
-        )
-        self.mask = torch.cat([self.mask, self.mask.new_ones((rows, 1))], dim=1)
+        last, batch_positions = self._next_inputs()
         packed = _Packed(
             [
                 _Group(self.cache, _masks(self.model, self.cache, self.mask, batch_positions)),
@@ -220,7 +221,7 @@ class Decoder:
         config._attn_implementation = _PACKED  # this pass only: the model thread is ours
         try:
             logits = self.model(
-                input_ids=torch.cat([last, ids.flatten()])[None],
+                input_ids=torch.cat([last.flatten(), ids.flatten()])[None],
                 position_ids=torch.cat([batch_positions.flatten(), positions.flatten()])[None],
                 past_key_values=packed,
                 use_cache=True,
