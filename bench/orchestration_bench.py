@@ -19,11 +19,14 @@ import time
 from pathlib import Path
 
 from figures import Figure
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from teachloop import RunConfig, Store, run_lessons
 from teachloop.agents.backends.base import GenerationRequest
 from teachloop.agents.backends.scripted import ScriptedBackend
 from teachloop.graphs import initial_state, lesson_graph
+from teachloop.graphs.lesson import CHECKPOINT_TYPES
 
 _ADD = re.compile(r"What is (-?\d+) \+ (-?\d+)\?")
 
@@ -59,19 +62,30 @@ def _backends() -> tuple[ScriptedBackend, ScriptedBackend]:
     return backends
 
 
-def measure_graph_alone(lessons: int, concurrency: int, questions: int) -> float:
-    """Messages/s of the same lessons through the compiled graph with no checkpointer and no
-    store: what LangGraph's own loop costs, the ceiling of any runner built on it."""
+def measure_graph_alone(
+    lessons: int, concurrency: int, questions: int, *, checkpoints: bool = False
+) -> float:
+    """Messages/s of the same lessons through the compiled graph and no store: what LangGraph's
+    own loop costs, the ceiling of any runner built on it. With ``checkpoints``, every step is
+    checkpointed by LangGraph's in-memory saver (durability "sync", as the runner's): the
+    ceiling of a runner that checkpoints each step, whatever its saver writes to."""
     config = _config(lessons, concurrency, questions, Path("unused.duckdb"))
     t, s = _backends()
-    graph = lesson_graph(config, teacher=t, student=s)
+    saver = InMemorySaver(serde=JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES))
+    graph = lesson_graph(config, teacher=t, student=s, checkpointer=saver if checkpoints else None)
 
     async def drive() -> int:
         gate = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> int:
+            lesson = f"bench-L{i}"
+            thread = {"configurable": {"thread_id": lesson}}
+            start = initial_state("bench", lesson, i)
             async with gate:
-                state = await graph.ainvoke(initial_state("bench", f"bench-L{i}", i))
+                if not checkpoints:
+                    return len((await graph.ainvoke(start))["messages"])
+                state = await graph.ainvoke(start, thread, durability="sync")
+                await saver.adelete_thread(lesson)  # as the runner does once a lesson is stored
                 return len(state["messages"])
 
         return sum(await asyncio.gather(*(one(i) for i in range(lessons))))
@@ -105,6 +119,7 @@ def figures() -> list[Figure]:
     with tempfile.TemporaryDirectory() as tmp:
         run = measure(400, 16, 3, Path(tmp) / "bench.duckdb")
     alone = measure_graph_alone(400, 16, 3)
+    in_memory = measure_graph_alone(400, 16, 3, checkpoints=True)
     rate = run["messages_per_s"]
     return [
         Figure(
@@ -124,8 +139,22 @@ def figures() -> list[Figure]:
         ),
         Figure(
             bench="orchestration",
+            name="the same lessons through LangGraph with in-memory checkpoints",
+            measured=round(in_memory, 1),
+            unit="msg/s",
+            note="every step checkpointed by InMemorySaver, no store: the ceiling of a runner "
+            "that checkpoints each step",
+        ),
+        Figure(
+            bench="orchestration",
             name="runner / LangGraph alone",
             measured=round(rate / alone, 3),
+            unit="x",
+        ),
+        Figure(
+            bench="orchestration",
+            name="runner / LangGraph with in-memory checkpoints",
+            measured=round(rate / in_memory, 3),
             unit="x",
         ),
     ]
@@ -143,7 +172,9 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=3)
     parser.add_argument("--profile", type=Path, help="write a cProfile of the run here")
     parser.add_argument(
-        "--graph-alone", action="store_true", help="also time LangGraph alone (no checkpoints)"
+        "--graph-alone",
+        action="store_true",
+        help="also time LangGraph alone, without and with in-memory checkpoints",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,6 +189,10 @@ def main() -> None:
     if args.graph_alone:
         alone = measure_graph_alone(args.lessons, args.concurrency, args.questions)
         result["graph_alone_messages_per_s"] = round(alone, 1)
+        in_memory = measure_graph_alone(
+            args.lessons, args.concurrency, args.questions, checkpoints=True
+        )
+        result["graph_in_memory_checkpoints_messages_per_s"] = round(in_memory, 1)
     print(json.dumps(result))
 
 
