@@ -20,13 +20,12 @@ from pathlib import Path
 
 from figures import Figure
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from teachloop import RunConfig, Store, run_lessons
 from teachloop.agents.backends.base import GenerationRequest
 from teachloop.agents.backends.scripted import ScriptedBackend
 from teachloop.graphs import initial_state, lesson_graph
-from teachloop.graphs.lesson import CHECKPOINT_TYPES
+from teachloop.graphs.lesson import checkpoint_serde
 
 _ADD = re.compile(r"What is (-?\d+) \+ (-?\d+)\?")
 
@@ -71,19 +70,19 @@ def measure_graph_alone(
     ceiling of a runner that checkpoints each step, whatever its saver writes to."""
     config = _config(lessons, concurrency, questions, Path("unused.duckdb"))
     t, s = _backends()
-    saver = InMemorySaver(serde=JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES))
-    graph = lesson_graph(config, teacher=t, student=s, checkpointer=saver if checkpoints else None)
+    saver = InMemorySaver(serde=checkpoint_serde()) if checkpoints else None
+    graph = lesson_graph(config, teacher=t, student=s, checkpointer=saver)
 
     async def drive() -> int:
         gate = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> int:
             lesson = f"bench-L{i}"
-            thread = {"configurable": {"thread_id": lesson}}
             start = initial_state("bench", lesson, i)
             async with gate:
-                if not checkpoints:
+                if saver is None:
                     return len((await graph.ainvoke(start))["messages"])
+                thread = {"configurable": {"thread_id": lesson}}
                 state = await graph.ainvoke(start, thread, durability="sync")
                 await saver.adelete_thread(lesson)  # as the runner does once a lesson is stored
                 return len(state["messages"])

@@ -34,6 +34,7 @@ from typing import Annotated, Literal, TypedDict, TypeVar
 
 from langgraph.channels.delta import DeltaChannel
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
@@ -293,3 +294,9 @@ CHECKPOINT_TYPES: list[tuple[str, ...]] = [
         *(MasteryModel, TopicState, BetaEstimate, MasterySnapshot, Problem),
     )
 ]
+
+
+def checkpoint_serde() -> JsonPlusSerializer:
+    """LangGraph's serializer with the lesson's types allow-listed: what a saver of lesson
+    checkpoints needs to read them back."""
+    return JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES)

@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph.state import CompiledStateGraph
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -26,10 +25,10 @@ from teachloop.domains import Domain, DomainSet, build_domains
 from teachloop.errors import BackendUnavailable
 from teachloop.graphs.checkpoints import open_checkpointer
 from teachloop.graphs.lesson import (
-    CHECKPOINT_TYPES,
     LessonAgents,
     LessonState,
     build_lesson_graph,
+    checkpoint_serde,
     initial_state,
 )
 from teachloop.graphs.summary import RunResult, summarize
@@ -264,8 +263,7 @@ class _Runner:
             self.share = {lesson_id(self.run_id, i) for i in indices}
             self.peers_seen = self._peer_counts()
         todo = [i for i in indices if lesson_id(self.run_id, i) not in done]
-        serde = JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES)
-        async with open_checkpointer(cfg.db, serde) as saver:
+        async with open_checkpointer(cfg.db, checkpoint_serde()) as saver:
             self.saver = saver
             graph = build_lesson_graph(self.agents, saver)
             stop_flushing = asyncio.Event()
