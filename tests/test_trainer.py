@@ -209,6 +209,27 @@ def test_dpo_on_the_embedded_model_then_generate(tmp_path) -> None:
     assert text.strip(), "the adapted model generated nothing"
 
 
+def test_trl_still_consults_use_triton() -> None:
+    """`_score_labelled_positions_only` replaces a private TRL name (no public switch exists in
+    TRL 1.16: see its docstring). This fails, naming what changed, the day TRL renames it or
+    its fused LM head stops deciding compact scoring by it; then find the new switch (or drop
+    the patch and accept ~3x slower DPO steps on CPU)."""
+    import inspect
+
+    import trl
+    import trl.trainer.utils as trl_utils
+
+    assert callable(getattr(trl_utils, "_use_triton", None)), (
+        f"TRL {trl.__version__} has no trl.trainer.utils._use_triton: "
+        "training/trainer.py's CPU speed-up does nothing"
+    )
+    source = inspect.getsource(trl_utils.add_fused_lm_head)
+    assert "compact = _use_triton(hidden_states.device)" in source, (
+        f"TRL {trl.__version__}'s add_fused_lm_head no longer decides compact scoring by "
+        "_use_triton: training/trainer.py's CPU speed-up does nothing"
+    )
+
+
 @pytest.mark.parametrize("method", ["dpo", "sft"])
 def test_scoring_only_labelled_positions_changes_no_loss(
     tiny_model, examples, tmp_path, monkeypatch, method

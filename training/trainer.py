@@ -414,11 +414,19 @@ def _score_labelled_positions_only() -> Iterator[None]:
     """Make TRL project only the labelled (completion) positions onto the vocabulary on CPU too.
 
     TRL 1.16 does this only where Triton runs (`compact = _use_triton(device)` in
-    `trl.trainer.utils`); elsewhere it scores every position, prompt included, to keep tile
-    shapes fixed for compilers. On CPU nothing recompiles, and with Gemma's 262k vocabulary the
-    wasted projection made DPO steps ~3x slower (measured: 18-21 s -> 5.5-6.3 s per step, equal
-    losses; `tests/test_trainer.py` checks the losses). The masked positions contribute zero
-    either way. If TRL's internals change, this silently does nothing.
+    `trl.trainer.utils`, the forward that `add_fused_lm_head` installs); elsewhere it scores
+    every position, prompt included, to keep tile shapes fixed for compilers. On CPU nothing
+    recompiles, and with Gemma's 262k vocabulary the wasted projection made DPO steps ~3x slower
+    (measured: 18-21 s -> 5.5-6.3 s per step, equal losses). The masked positions contribute
+    zero either way.
+
+    Why a private name: TRL 1.16 has no public switch for it (`add_fused_lm_head` takes none,
+    nor do `DPOConfig`/`SFTConfig`; `padding_free` drops padding, not the prompt), and the
+    speed-up is most of a training step on CPU. Only `trl.trainer.utils`'s name is replaced, so
+    TRL's own kernels (which import `_use_triton` into their module) still pick their CPU path.
+    If TRL renames or stops consulting it, training stays right but slow here (this does
+    nothing), and `tests/test_trainer.py` fails: `test_trl_still_consults_use_triton` reads
+    TRL's source, the loss test checks the patch is exact and in effect.
     """
     import trl.trainer.utils as trl_utils
 
