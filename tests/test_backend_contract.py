@@ -282,9 +282,30 @@ async def test_a_malformed_or_refused_reply(case: Case) -> None:
 # -- check() and aclose() --------------------------------------------------------------------
 
 
-async def test_check_passes_on_a_working_backend_and_may_be_repeated(case: Case) -> None:
+async def test_check_does_its_work_up_front_and_may_be_repeated(case: Case) -> None:
+    """check() finds out whether the backend can serve before the first request: what it
+    looks at is observable, and a backend that stops being able to serve fails it."""
+    if case.kind == "transformers":
+        assert case.backend._model is None  # type: ignore[attr-defined]
+    if case.server is not None:
+        asked_before = len(case.server.authorization)
     await case.backend.check()
     await case.backend.check()
+    if case.kind == "scripted":  # a function: check() has nothing to load and calls nothing
+        assert case.backend.requests == []  # type: ignore[attr-defined]
+    elif case.kind == "function":
+        assert case.requests == []  # the function may cost (a remote model): not called
+    elif case.kind == "transformers":  # the model loads in check(), not on the first request
+        assert case.backend._model is not None  # type: ignore[attr-defined]
+    else:  # each check asked the server what it serves (GET /models), and sent no request
+        assert case.server is not None
+        assert len(case.server.authorization) >= asked_before + 2
+        assert case.server.requests == []
+        case.server.model = "other-model"  # the server now serves something else
+        with pytest.raises(BackendUnavailable) as err:
+            await case.backend.check()
+        assert "does not serve model 'fake-model'" in _one_line(err)
+        case.server.model = "fake-model"
     assert (await case.complete(max_tokens=2)).text
 
 
@@ -293,10 +314,14 @@ async def test_aclose_may_be_repeated_and_later_calls_fail(case: Case) -> None:
     await case.backend.aclose()
     await case.backend.aclose()
     if case.kind == "scripted":  # exemption: holds nothing, keeps answering
+        await case.backend.check()
         assert (await case.complete(max_tokens=2)).text
         return
     with pytest.raises(BackendUnavailable) as err:
         await case.complete(max_tokens=2)
+    assert "closed" in _one_line(err)
+    with pytest.raises(BackendUnavailable) as err:  # check() says so too
+        await case.backend.check()
     assert "closed" in _one_line(err)
 
 

@@ -16,7 +16,8 @@ json_schema are the function's to honour; token counts are the `Completion`'s if
 else whitespace-separated words; latency is measured around the call. An exception the function
 raises propagates as it is (a lesson logs it as that lesson's error); a reply that is neither
 text nor a `Completion` raises `BackendUnavailable`. ``aclose()`` cancels the async calls in
-flight (their callers get `BackendUnavailable`), and later calls raise it too.
+flight (their callers get `BackendUnavailable`), and later calls and ``check()`` raise it
+too; ``check()`` never calls the function.
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ class FunctionBackend(Backend):
                 latency_s=self._latency(latency),
             ),
         )
+
+    async def check(self) -> None:
+        """Nothing to load, and the function is not called (it may cost: a remote model);
+        only a closed backend cannot serve."""
+        if self.closed:
+            raise BackendUnavailable(f"backend {self.name!r} was closed")
 
     def _latency(self, measured: float) -> float:
         return max(measured, 1e-9)  # the contract: > 0, even for an instant function
