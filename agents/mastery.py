@@ -126,14 +126,15 @@ class MasteryModel(BaseModel):
         stats = self.strategies.get(topic, {})
         return max(Strategy, key=lambda s: stats.get(s, BetaEstimate()).sample(rng))
 
-    def record_answer(self, topic: str, correct: bool) -> MasteryModel:
+    def record_answer(self, topic: str, correct: bool, max_difficulty: int = 5) -> MasteryModel:
         """Update the topic's estimate with a first-try outcome and move its difficulty one step
-        (up after a success, down after a failure) so questions sit where the student is weak."""
+        (up after a success, down after a failure, within 1..``max_difficulty``: the topic's
+        hardest) so questions sit where the student is weak."""
         state = self.topic(topic)
         step = 1 if correct else -1
         new = TopicState(
             estimate=state.estimate.updated(correct),
-            difficulty=min(5, max(1, state.difficulty + step)),
+            difficulty=min(max_difficulty, max(1, min(state.difficulty, max_difficulty) + step)),
         )
         return self.model_copy(update={"topics": {**self.topics, topic: new}})
 
@@ -206,11 +207,15 @@ class LiveEstimate:
         self.model = model
 
     def record(
-        self, topic: str, correct: bool, reteach: tuple[Strategy, bool] | None = None
+        self,
+        topic: str,
+        correct: bool,
+        reteach: tuple[Strategy, bool] | None = None,
+        max_difficulty: int = 5,
     ) -> MasteryModel:
         """Add a question's first-try outcome (and, if it was re-taught, the strategy and
         whether the last attempt was right); returns the updated estimate."""
-        model = self.model.record_answer(topic, correct)
+        model = self.model.record_answer(topic, correct, max_difficulty)
         if reteach is not None:
             model = model.record_reteach(topic, *reteach)
         self.model = model

@@ -53,15 +53,19 @@ class Run:
 
 def make_rows(n: int) -> list[dict[str, str]]:
     """Preference pairs in the student's format: a few-shot prompt, right vs wrong answer."""
-    from teachloop.agents.prompts import student_prompt
+    from teachloop.agents.student import Student
+    from teachloop.config import RunConfig
+    from teachloop.domains import build_domains
 
+    config = RunConfig()
+    student = Student.for_config(None, build_domains(config), config)
     rows = []
     for i in range(n):
         a, b = 11 + (i * 37) % 80, 5 + (i * 53) % 90
         wrong = a + b + (10 if i % 2 else -1)
         rows.append(
             {
-                "prompt": student_prompt(f"What is {a} + {b}?"),
+                "prompt": student.prompt(f"What is {a} + {b}?", "arithmetic.addition"),
                 "chosen": f" {a + b}",
                 "rejected": f" {wrong}",
             }

@@ -18,6 +18,7 @@ from pathlib import Path
 from teachloop import RunConfig
 from teachloop.agents.backends import Backend, build_backend
 from teachloop.agents.serving import ServerSet
+from teachloop.agents.student import Student
 from teachloop.domains import build_domains, heldout_problems
 from teachloop.training.evaluate import EvalResult, evaluate
 
@@ -45,12 +46,10 @@ async def timed_eval(config: RunConfig) -> EvalResult:
     try:
         await backend.check()  # load the model / reach the server before timing
         return await evaluate(
-            backend,
+            Student.for_config(backend, domains, config),
             problems,
-            domains,
             version="base",
             seed=config.eval.seed,
-            max_tokens=config.student.max_tokens,
         )
     finally:
         await backend.aclose()

@@ -40,6 +40,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from teachloop.agents.backends.base import Backend
 from teachloop.agents.mastery import BetaEstimate, LiveEstimate, MasteryModel, TopicState
+from teachloop.agents.prompts import Prompts
 from teachloop.agents.student import Student
 from teachloop.agents.teacher import Teacher
 from teachloop.config import LessonConfig, RunConfig
@@ -120,6 +121,7 @@ class LessonAgents:
     ) -> LessonAgents:
         """The agents ``config`` describes, on the given backends; the teacher never asks a
         question of the config's held-out set."""
+        prompts = Prompts(config.prompts)
         return cls(
             teacher=Teacher(
                 teacher,
@@ -130,12 +132,10 @@ class LessonAgents:
                     domains, config.topics, config.eval.per_topic, config.eval.seed
                 ),
                 policy=config.lesson,
+                api=config.teacher.api,
+                prompts=prompts,
             ),
-            student=Student(
-                student,
-                max_tokens=config.student.max_tokens,
-                temperature=config.student.temperature,
-            ),
+            student=Student.for_config(student, domains, config, prompts),
             topics=config.topics,
             lesson=config.lesson,
             seed=config.seed,
@@ -217,7 +217,12 @@ def build_lesson_graph(
         reteach = None
         if state["attempt"] > 0:  # a reteach happened: did it work?
             reteach = (_last(messages, Reteach).strategy, critiques[-1].correct)
-        mastery = agents.estimate.record(question.topic, critiques[0].correct, reteach)
+        mastery = agents.estimate.record(
+            question.topic,
+            critiques[0].correct,
+            reteach,
+            max_difficulty=teacher.max_difficulty(question.topic),
+        )
         topic_state = mastery.topic(question.topic)
         snapshot = MasterySnapshot(
             run_id=state["run_id"],

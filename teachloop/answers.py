@@ -128,11 +128,25 @@ def parse_number(text: str) -> Decimal | None:
     return None if parsed is None else parsed[0]
 
 
+def number_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, canonical form) of every number written in ``text``, in order. The
+    translation to ASCII minus signs and spaces is one character for one, so spans index
+    ``text`` itself."""
+    spans = []
+    for m in _NUMBER.finditer(text.translate(_TRANSLATE)):
+        parsed = _match_value(m)
+        if parsed is not None:
+            start = m.start()
+            while text[start].isspace():  # the match may take a space before a sign
+                start += 1
+            spans.append((start, m.end(), parsed[1]))
+    return spans
+
+
 def numbers_in(text: str) -> list[str]:
     """Every number written in ``text``, in canonical form, in order ("1,250 g or 1.25 kg" ->
     ["1250", "1.25"])."""
-    found = (_match_value(m) for m in _NUMBER.finditer(text.translate(_TRANSLATE)))
-    return [parsed[1] for parsed in found if parsed is not None]
+    return [canonical for _, _, canonical in number_spans(text)]
 
 
 def _first_number(text: str) -> str | None:

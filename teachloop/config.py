@@ -130,6 +130,10 @@ class AgentConfig(_Strict):
     max_tokens: int = Field(default=48, ge=1)
     # Student only: use the adapter of the store's promoted model version, if there is one.
     follow_promoted: bool = True
+    # Student only: write the work, then a line "Answer: <answer>" (needs ~200+ max_tokens for
+    # word problems). The reference a correct reply is trained toward is then the domain's
+    # worked solution, not the bare answer (each pair records its target).
+    shown_work: bool = False
 
     @model_validator(mode="after")
     def _endpoints_match_backend(self) -> Self:
@@ -206,6 +210,10 @@ class LessonConfig(_Strict):
     # False: a run starts from the prior and counts only its own lessons (a resume still starts
     # from them); experiments use it so that seeds are independent.
     carry_over: bool = True
+    # Mask the reference answer (and the numbers equal to it) out of a reteach before the
+    # student sees it: a reteach teaches the method, the student finds the answer. The LLM's
+    # own text stays in the log (Reteach.written).
+    mask_answers: bool = True
 
 
 class EvalConfig(_Strict):
@@ -442,6 +450,18 @@ class RunConfig(_Strict):
     student: AgentConfig = AgentConfig(max_tokens=12)
     servers: tuple[ServerConfig, ...] = ()
     experiment: ExperimentConfig = ExperimentConfig()
+    # Prompt templates over the defaults (teachloop.agents.prompts.DEFAULTS names them): Jinja2
+    # text, or in TOML `{ file = "student.j2" }` (relative to the config file).
+    prompts: dict[str, str] = Field(default_factory=dict)
+    # Options of reasoning-gym tasks, by task: `[reasoning_gym.gsm_symbolic]` passes its keys to
+    # the task's config over the curriculum level's (topics "reasoning_gym.<task>").
+    reasoning_gym: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _teacher_shows_no_work(self) -> Self:
+        if self.teacher.shown_work:
+            raise ValueError("teacher.shown_work: only the student shows its work")
+        return self
 
     @model_validator(mode="after")
     def _servers_match_roles(self) -> Self:
@@ -543,6 +563,17 @@ class RunConfig(_Strict):
         training = data.get("training")
         if isinstance(training, dict) and isinstance(training.get("adapters"), str):
             training["adapters"] = beside(training["adapters"])
+        prompts = data.get("prompts")
+        if isinstance(prompts, dict):
+            for name, value in prompts.items():
+                if isinstance(value, dict) and set(value) == {"file"}:
+                    template = Path(beside(str(value["file"])))
+                    try:
+                        prompts[name] = template.read_text(encoding="utf-8")
+                    except OSError as e:
+                        raise ConfigError(
+                            f"{path}: prompts.{name}: cannot read {template}: {e.strerror}"
+                        ) from None
         return cls.validated(data, source=str(path))
 
     @classmethod

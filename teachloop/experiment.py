@@ -32,7 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from teachloop.agents.backends import LoraAdapter, build_backend
-from teachloop.agents.prompts import student_prompt
+from teachloop.agents.student import Student
 from teachloop.config import ArmConfig, RunConfig, TrainingConfig
 from teachloop.domains import Domain, DomainSet, Problem, distinct_problems, heldout_problems
 from teachloop.errors import TeachloopError
@@ -79,7 +79,8 @@ def run_experiment(
     out = out or store.home / "experiments" / exp.name
     domains = build_domains(config)
     heldout = heldout_problems(domains, config.topics, config.eval.per_topic, config.eval.seed)
-    reserved = frozenset(p.question for p in heldout)  # no training example is held out
+    # No training example is held out or a few-shot example.
+    reserved = domains.example_questions(config.topics) | {p.question for p in heldout}
     base_dir = resolve_model_path(config.student.model)
     done = {(r.seed, r.arm) for r in store.arm_results(exp.name)}
     arms = exp.arm_configs()
@@ -210,12 +211,13 @@ def _seed_data(
         tokens[key] = store.teacher_tokens(run_id)
         wall[key] = result.wall_time_s
     problems = uniform_problems(domains, config.topics, exp.examples, seed, reserved)
+    student = Student.for_config(None, domains, config)
     uniform = [
         TrainingExample(
-            prompt=student_prompt(p.question),
-            chosen=f" {p.answer}",
+            prompt=student.prompt(p.question, p.topic),
+            chosen=student.reference_completion(p),
             rejected="",
-            teacher_prompt=student_prompt(p.question, explanation=p.solution),
+            teacher_prompt=student.prompt(p.question, p.topic, explanation=p.worked_solution),
         )
         for p in problems
     ]
@@ -314,13 +316,7 @@ def _evaluate(
     async def run() -> list[bool]:
         try:
             await backend.check()
-            return await answer_all(
-                backend,
-                problems,
-                domains,
-                max_tokens=config.student.max_tokens,
-                temperature=config.student.temperature,
-            )
+            return await answer_all(Student.for_config(backend, domains, config), problems)
         finally:
             await backend.aclose()
 

@@ -92,6 +92,11 @@ class Answer(_MessageBase):
     attempt: int = Field(ge=0, description="0 = first try, n = after the n-th reteach")
     prompt: str = Field(default="", description="the full prompt the student model saw")
     final_answer: str | None = Field(description="the parsed final answer; None if none found")
+    shown_work: bool = Field(
+        default=False,
+        description="the student was asked to show its work and end with an 'Answer:' line "
+        "(a correct reply to train on is then the worked solution, not the bare answer)",
+    )
 
 
 class Critique(_MessageBase):
@@ -121,6 +126,11 @@ class Reteach(_MessageBase):
         default=False,
         description="the explanation states the reference answer, so a right answer after it "
         "may be copied rather than learned (pairs from it are excluded by default)",
+    )
+    written: str = Field(
+        default="",
+        description="what the teacher's LLM wrote, where the answer was masked out of it "
+        "before the student saw it (``explanation``); empty when nothing was masked",
     )
 
 

@@ -11,6 +11,7 @@ from teachloop.agents.student import Student
 from teachloop.agents.teacher import JUDGEMENT_SCHEMA, Teacher
 from teachloop.answers import extract_final_answer
 from teachloop.domains import Domain, DomainSet, Problem, Verdict, builtin_domains
+from teachloop.config import LessonConfig
 from teachloop.errors import ConfigError
 from teachloop.messages import Strategy, parse_message
 
@@ -66,15 +67,60 @@ async def test_a_reteach_that_states_the_answer_is_flagged_leaked() -> None:
         f" The result is {int(problem.answer):,}.": True,  # written differently, same value
         f" It is about {int(problem.answer) + 1}.": False,
     }
+    unmasked = LessonConfig(mask_answers=False)
     for reply, leaked in replies.items():
-        teacher = Teacher(ScriptedBackend(lambda r, reply=reply: reply), DOMAINS)
+        teacher = Teacher(ScriptedBackend(lambda r, reply=reply: reply), DOMAINS, policy=unmasked)
         question = teacher.ask(problem, run_id="r", lesson_id="r-L0", turn=0, index=0)
         answer = await Student(ScriptedBackend(lambda r: " 0")).answer(question, None, turn=1)
         reteach = await teacher.reteach(
             problem, question, answer, Strategy.step_by_step, random.Random(0), turn=3
         )
         assert reteach.leaked is leaked, reply
+        assert reteach.explanation == reply.strip() and reteach.written == ""
         assert parse_message(reteach.model_dump_json()) == reteach
+
+
+async def test_a_reteach_is_sent_with_the_answer_masked_and_logged_as_written() -> None:
+    problem = Teacher(ScriptedBackend(teacher_reply), DOMAINS).make_problem(
+        "arithmetic.multiplication", 3, random.Random(5)
+    )
+    a, b = problem.question.removeprefix("What is ").removesuffix("?").split(" × ")
+    value = int(problem.answer)
+    replies = {  # what the LLM wrote -> what the student is sent
+        f"Multiply: {a} × {b} = {value}.": f"Multiply: {a} × {b} = ___.",
+        f"The result is {value:,}, or {value}.0 exactly.": "The result is ___, or ___ exactly.",
+        f"Multiply {a} by {b}; it is about {value + 1}.": (
+            f"Multiply {a} by {b}; it is about {value + 1}."
+        ),
+    }
+    for written, sent in replies.items():
+        teacher = Teacher(ScriptedBackend(lambda r, w=written: w), DOMAINS)
+        question = teacher.ask(problem, run_id="r", lesson_id="r-L0", turn=0, index=0)
+        answer = await Student(ScriptedBackend(lambda r: " 0")).answer(question, None, turn=1)
+        reteach = await teacher.reteach(
+            problem, question, answer, Strategy.step_by_step, random.Random(0), turn=3
+        )
+        assert reteach.explanation == sent and reteach.text == sent
+        assert reteach.written == (written if sent != written else "")
+        assert not reteach.leaked
+        # The student's next prompt carries what was sent, never the answer.
+        retry = Student(ScriptedBackend(lambda r: " 0")).request(
+            question.text, question.topic, reteach
+        )
+        assert str(value) not in retry.prompt.rsplit("Teacher:", 1)[1]
+
+
+def test_a_text_answer_is_masked_in_any_case(tmp_path) -> None:
+    from teachloop.domains import load_bank
+
+    bank = tmp_path / "geo.jsonl"
+    bank.write_text(
+        '{"topic": "geo.capitals", "question": "Capital of France?", "answer": "Paris"}\n'
+    )
+    teacher = Teacher(ScriptedBackend(teacher_reply), DomainSet([load_bank(bank)]))
+    problem = teacher.make_problem("geo.capitals", 1, random.Random(0))
+    masked = teacher.mask_answer(problem, "It is PARIS, on the Seine (not Parisian).")
+    assert masked == "It is ___, on the Seine (not Parisian)."
 
 
 def test_a_free_text_answer_leaks_by_its_words(tmp_path) -> None:
@@ -127,7 +173,7 @@ async def test_free_text_bank_answers_are_judged_by_the_teacher_llm(tmp_path) ->
         teacher = Teacher(backend, domains)
         problem = teacher.make_problem("bio.cells", 1, random.Random(0))
         question = teacher.ask(problem, run_id="r", lesson_id="r-L0", turn=0, index=0)
-        answer = await Student(ScriptedBackend(lambda r: " they make energy")).answer(
+        answer = await Student(ScriptedBackend(lambda r: " they make energy"), domains).answer(
             question, None, turn=1
         )
         critiques[name] = await teacher.critique(problem, question, answer, turn=2)
@@ -157,8 +203,8 @@ async def test_an_attempt_outside_a_lesson_is_a_lessons_first_attempt() -> None:
     problem = teacher.make_problem("arithmetic.addition", 1, random.Random(0))
     question = teacher.ask(problem, run_id="r", lesson_id="r-L0", turn=0, index=0)
     answer = await student.answer(question, None, turn=1)
-    completion, final = await student.attempt(question.text)
-    assert backend.requests == [student.request(question.text)] * 2
+    completion, final = await student.attempt(problem)
+    assert backend.requests == [student.request(question.text, question.topic)] * 2
     assert backend.requests[0].max_tokens == 5 and backend.requests[0].temperature == 0.3
     assert final == answer.final_answer == "42" and completion.text == " 42 apples"
     assert answer.prompt == backend.requests[0].prompt

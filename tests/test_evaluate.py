@@ -14,6 +14,7 @@ from teachloop.agents.backends.base import GenerationRequest
 from teachloop.agents.backends.scripted import ScriptedBackend
 from teachloop.agents.backends.transformers_backend import TransformersBackend
 from teachloop.agents.prompts import student_prompt
+from teachloop.agents.student import Student
 from teachloop.domains import DomainSet, QuestionBank, builtin_domains
 from teachloop.domains import Problem as DomainProblem
 from teachloop.errors import BackendUnavailable
@@ -63,9 +64,13 @@ def test_heldout_problems_depend_on_seed_and_not_on_other_topics(domains: Domain
 
 
 def test_heldout_questions_matches_problems(domains: DomainSet) -> None:
+    """What lessons must not ask: the held-out questions and the few-shot examples' (whose
+    answers the student's prompt shows), which are never held out themselves."""
     questions = heldout_questions(domains, TOPICS, 5, seed=3)
     assert isinstance(questions, frozenset)
-    assert questions == {p.question for p in heldout_problems(domains, TOPICS, 5, seed=3)}
+    heldout = {p.question for p in heldout_problems(domains, TOPICS, 5, seed=3)}
+    examples = {"What is 12 + 7?", "How many grams are in 2 kilograms?"}
+    assert questions == heldout | examples and not heldout & examples
 
 
 def test_small_question_bank_gives_fewer_rather_than_repeats() -> None:
@@ -88,7 +93,7 @@ async def test_evaluate_scores_per_topic_and_overall(domains: DomainSet) -> None
     topics = ["arithmetic.addition", "arithmetic.multiplication", "arithmetic.subtraction"]
     problems = heldout_problems(domains, topics, 4, seed=11)
     backend = ScriptedBackend(adds_only_student, delay_s=0.01)
-    result = await evaluate(backend, problems, domains, version="base", seed=11)
+    result = await evaluate(Student(backend, domains), problems, version="base", seed=11)
 
     assert result.version == "base" and result.seed == 11
     assert result.topics == [
@@ -130,7 +135,10 @@ async def test_the_gate_asks_exactly_what_a_lesson_asks_first(make_config, domai
     )  # fmt: skip
     in_eval = ScriptedBackend(adds_only_student)
     await evaluate(
-        in_eval, [problem], domains, version="v", seed=0, max_tokens=config.student.max_tokens
+        Student(in_eval, domains, max_tokens=config.student.max_tokens),
+        [problem],
+        version="v",
+        seed=0,
     )
     assert in_eval.requests == [first]
     assert first.max_tokens == 7 and first.stop == ("\n",)
@@ -151,7 +159,7 @@ async def test_evaluate_sends_all_questions_concurrently(domains: DomainSet) -> 
                 in_flight -= 1
 
     await evaluate(
-        Counting(adds_only_student, delay_s=0.02), problems, domains, version="v", seed=0
+        Student(Counting(adds_only_student, delay_s=0.02), domains), problems, version="v", seed=0
     )
     assert peak == len(problems)
 
@@ -173,13 +181,18 @@ async def test_undecidable_verdict_counts_as_incorrect() -> None:
     domains = DomainSet([bank])
     problems = heldout_problems(domains, ["science"], 1, seed=0)
     result = await evaluate(
-        ScriptedBackend(lambda r: f" {long_answer}\n"), problems, domains, version="v", seed=0
+        Student(ScriptedBackend(lambda r: f" {long_answer}\n"), domains),
+        problems,
+        version="v",
+        seed=0,
     )
     assert result.topics[0].correct == 0 and result.accuracy == 0.0
 
 
 async def test_evaluate_empty_problem_list(domains: DomainSet) -> None:
-    result = await evaluate(ScriptedBackend(lambda r: " 1"), [], domains, version="v", seed=0)
+    result = await evaluate(
+        Student(ScriptedBackend(lambda r: " 1"), domains), [], version="v", seed=0
+    )
     assert result.topics == [] and result.accuracy == 0.0
 
 
@@ -189,7 +202,7 @@ async def test_backend_errors_propagate(domains: DomainSet) -> None:
 
     problems = heldout_problems(domains, TOPICS[:1], 2, seed=0)
     with pytest.raises(BackendUnavailable):
-        await evaluate(ScriptedBackend(broken), problems, domains, version="v", seed=0)
+        await evaluate(Student(ScriptedBackend(broken), domains), problems, version="v", seed=0)
 
 
 # -- promotion gate --------------------------------------------------------------------------
@@ -335,7 +348,8 @@ async def test_evaluate_on_adapted_tiny_model(
     try:
         problems = heldout_problems(domains, TOPICS, 2, seed=0)
         result = await asyncio.wait_for(
-            evaluate(backend, problems, domains, version="v0001", seed=0, max_tokens=4), 120
+            evaluate(Student(backend, domains, max_tokens=4), problems, version="v0001", seed=0),
+            120,
         )
         assert sum(t.questions for t in result.topics) == 6
         assert backend.prefills < len(problems)  # batched

@@ -25,6 +25,7 @@ from teachloop import (
 )
 from teachloop.agents.backends import langchain_backend
 from teachloop.agents.backends.scripted import ScriptedBackend
+from teachloop.agents.student import Student
 from teachloop.domains import DomainSet, build_domains, builtin_domains, heldout_problems
 from teachloop.errors import ConfigError
 from teachloop.graphs import LessonState, initial_state, lesson_graph, lesson_log
@@ -82,7 +83,7 @@ def test_a_python_domain_runs_lessons_builds_pairs_and_is_evaluated(
     domains = DomainSet([*builtin_domains().values(), domain])
     problems = heldout_problems(domains, ("python.output",), 10, 7)
     student = ScriptedBackend(runs_the_code)
-    scored = asyncio.run(evaluate(student, problems, domains, version="x", seed=7))
+    scored = asyncio.run(evaluate(Student(student, domains), problems, version="x", seed=7))
     right = sum("len(" not in p.question for p in problems)
     assert (scored.questions, scored.correct) == (10, right)
 

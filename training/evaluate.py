@@ -14,9 +14,8 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from teachloop.agents.backends.base import Backend
 from teachloop.agents.student import Student
-from teachloop.domains import DomainSet, Problem, heldout_problems, heldout_questions
+from teachloop.domains import Problem, heldout_problems, heldout_questions
 
 # Float slack in the regression gate: a drop of exactly `tolerance` is within it.
 _EPSILON = 1e-9
@@ -68,49 +67,36 @@ class EvalResult(BaseModel):
         )
 
 
-async def _is_correct(student: Student, problem: Problem, domains: DomainSet) -> bool:
-    _, final = await student.attempt(problem.question)
-    verdict = domains.domain_for(problem.topic).verify(problem, final)
+async def _is_correct(student: Student, problem: Problem) -> bool:
+    _, final = await student.attempt(problem)
+    verdict = student.domains.verify(problem, final)
     return verdict is not None and verdict.correct
 
 
-async def answer_all(
-    backend: Backend,
-    problems: list[Problem],
-    domains: DomainSet,
-    *,
-    max_tokens: int = 12,
-    temperature: float = 0.0,
-) -> list[bool]:
+async def answer_all(student: Student, problems: list[Problem]) -> list[bool]:
     """Whether each problem (in order) was answered correctly on the first try: all asked at
-    once through a ``Student``, so a batching backend batches them."""
-    student = Student(backend, max_tokens=max_tokens, temperature=temperature)
-    return list(await asyncio.gather(*(_is_correct(student, p, domains) for p in problems)))
+    once through ``student``, so a batching backend batches them."""
+    return list(await asyncio.gather(*(_is_correct(student, p) for p in problems)))
 
 
 async def evaluate(
-    backend: Backend,
+    student: Student,
     problems: list[Problem],
-    domains: DomainSet,
     *,
     version: str,
     seed: int,
-    max_tokens: int = 12,
-    temperature: float = 0.0,
 ) -> EvalResult:
     """Ask every problem (concurrently), verify the answers, score per topic and overall.
 
-    Questions go through a ``Student`` with ``max_tokens`` and ``temperature`` (pass the
-    student's lesson settings, ``[student].max_tokens``/``temperature``), so each request is the
-    one a lesson's first attempt at the question sends.
+    Questions go through ``student`` (``Student.for_config(backend, domains, config)``: the
+    lesson's settings), so each request is the one a lesson's first attempt at the question
+    sends.
 
     A verifier that cannot decide (``None``: a judge would be needed) counts as incorrect. A
     backend error propagates: a broken backend must not look like a model that knows nothing.
     """
     started = time.monotonic()
-    verdicts = await answer_all(
-        backend, problems, domains, max_tokens=max_tokens, temperature=temperature
-    )
+    verdicts = await answer_all(student, problems)
     asked: dict[str, int] = {}
     right: dict[str, int] = {}
     for problem, correct in zip(problems, verdicts, strict=True):

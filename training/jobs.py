@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from teachloop.agents.backends import Backend, LoraAdapter, build_backend
+from teachloop.agents.student import Student
 from teachloop.config import RunConfig
 from teachloop.domains import heldout_problems
 from teachloop.errors import TeachloopError
@@ -204,12 +205,10 @@ def evaluate_version(
         try:
             await backend.check()  # a served student: reachable, with the adapter loaded
             return await evaluate(
-                backend,
+                Student.for_config(backend, domains, config),
                 problems,
-                domains,
                 version=version,
                 seed=config.eval.seed,
-                max_tokens=config.student.max_tokens,
             )
         finally:
             await backend.aclose()

@@ -13,7 +13,7 @@ on the CE's scale as T grows.
 teacher, so the teacher is the *same base weights* shown the reference solution in its prompt:
 each example has the student's ``prompt``, the reference answer in the student's format
 (``completion``), and a ``teacher_prompt`` (the same question with the solution before it, e.g.
-``student_prompt(question, explanation=solution)``). The student is a LoRA adapter, so the
+``Student.prompt(question, topic, explanation=solution)``). The student is a LoRA adapter, so the
 teacher's logits come from the same model with the adapter switched off (PEFT's
 ``disable_adapter()``, under ``torch.no_grad()``, in eval mode): no second copy of the weights.
 With a parent adapter the teacher is still the base model, not the parent. Optionally

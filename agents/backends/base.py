@@ -7,17 +7,20 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from teachloop.agents.prompts import ChatPrompt
 from teachloop.messages import Generation
 from teachloop.records import ModelVersion
 
 
 class GenerationRequest(BaseModel):
-    """A completion request. Prompts are plain text: base models (the embedded student) have no
-    chat template, and the completions API serves both base and instruct models."""
+    """A completion request. ``prompt`` is plain text: base models (the embedded student) have
+    no chat template, and the completions API serves both base and instruct models. ``chat``
+    is the same request as chat messages, which a backend on a chat API sends instead."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     prompt: str
+    chat: ChatPrompt | None = None
     max_tokens: int = Field(default=64, ge=1)
     temperature: float = Field(default=0.0, ge=0.0)
     stop: tuple[str, ...] = ()

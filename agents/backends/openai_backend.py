@@ -188,7 +188,12 @@ class OpenAIBackend(Backend):
                     "json_schema": {"name": "reply", "schema": request.json_schema},
                 }
             create = endpoint.client.chat.completions.create
-            kwargs = {"messages": [{"role": "user", "content": request.prompt}], **common}
+            messages = (
+                request.chat.messages()
+                if request.chat is not None
+                else ({"role": "user", "content": request.prompt},)
+            )
+            kwargs = {"messages": list(messages), **common}
         else:
             if request.json_schema is not None:
                 # vLLM's structured outputs (the older `guided_json` is silently ignored).

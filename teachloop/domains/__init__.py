@@ -13,6 +13,8 @@ One module a job; import from here, not from the modules:
 - ``units``: ``UnitsDomain``
 - ``banks``: ``QuestionBank``, ``load_bank``
 - ``heldout``: ``heldout_problems``, ``heldout_questions`` (the held-out evaluation set)
+- ``reasoning_gym``: ``ReasoningGymDomain``, reasoning-gym's tasks as ``reasoning_gym.<task>``
+  topics (loaded by ``build_domains`` when a config names such topics)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from teachloop.answers import answers_match, error_category
 from teachloop.domains.arithmetic import ArithmeticDomain
 from teachloop.domains.banks import QuestionBank, load_bank
 from teachloop.domains.base import (
+    GENERIC_EXAMPLES,
     MAX_DIFFICULTY,
     MIN_DIFFICULTY,
     PARTIAL_CREDIT,
@@ -70,6 +73,14 @@ def builtin_domains() -> dict[str, Domain]:
     return {"arithmetic": ArithmeticDomain(), "units": UnitsDomain()}
 
 
+def _reasoning_gym(config: RunConfig) -> list[Domain]:
+    # Imported here: only configs with reasoning_gym.* topics load the library.
+    from teachloop.domains.reasoning_gym import reasoning_gym_domain
+
+    domain = reasoning_gym_domain(config.topics, config.reasoning_gym)
+    return [domain] if domain is not None else []
+
+
 def build_domains(config: RunConfig) -> DomainSet:
     """The domains a config asks for: the built-ins, its question banks and its own domains
     (``config.domains``). Every configured topic is checked here, so an unknown one fails
@@ -77,6 +88,7 @@ def build_domains(config: RunConfig) -> DomainSet:
     domains = DomainSet(
         [
             *builtin_domains().values(),
+            *_reasoning_gym(config),
             *(load_bank(p) for p in config.banks),
             *(load_domain(d) if isinstance(d, str) else d for d in config.domains),
         ]
@@ -87,6 +99,7 @@ def build_domains(config: RunConfig) -> DomainSet:
 
 
 __all__ = [
+    "GENERIC_EXAMPLES",
     "MAX_DIFFICULTY",
     "MIN_DIFFICULTY",
     "PARTIAL_CREDIT",

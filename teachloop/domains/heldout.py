@@ -15,9 +15,10 @@ from teachloop.domains.base import MAX_DIFFICULTY, MIN_DIFFICULTY, Domain, Domai
 _DRAWS_PER_DIFFICULTY = 50
 
 
-def _difficulties(i: int) -> list[int]:
-    """The difficulty for the i-th problem of a topic (cycling 1..5), then the others in turn."""
-    span = MAX_DIFFICULTY - MIN_DIFFICULTY + 1
+def _difficulties(i: int, top: int = MAX_DIFFICULTY) -> list[int]:
+    """The difficulty for the i-th problem of a topic (cycling 1..top), then the others in
+    turn."""
+    span = top - MIN_DIFFICULTY + 1
     return [MIN_DIFFICULTY + (i + k) % span for k in range(span)]
 
 
@@ -33,7 +34,7 @@ def heldout_problems(
     """
     if per_topic < 0:
         raise ValueError("per_topic must be >= 0")
-    seen: set[str] = set()
+    seen: set[str] = set(domains.example_questions(dict.fromkeys(topics)))
     problems: list[Problem] = []
     for topic in dict.fromkeys(topics):  # a topic named twice is evaluated once
         rng = random.Random(f"heldout/{seed}/{topic}")
@@ -44,13 +45,15 @@ def heldout_problems(
 def distinct_problems(
     domain: Domain, topic: str, count: int, rng: random.Random, seen: set[str]
 ) -> list[Problem]:
-    """Up to ``count`` problems of ``topic``, the i-th at a difficulty cycling 1..5 (the next
-    levels when one runs dry), none whose question is in ``seen``, which grows with them. Fewer
-    when the domain has no fresh questions left (a small question bank)."""
+    """Up to ``count`` problems of ``topic``, the i-th at a difficulty cycling 1..5 (or the
+    topic's ``max_difficulty``; the next levels when one runs dry), none whose question is in
+    ``seen``, which grows with them. Fewer when the domain has no fresh questions left (a small
+    question bank)."""
     problems: list[Problem] = []
+    top = domain.max_difficulty(topic)
     for i in range(count):
         problem = None
-        for difficulty in _difficulties(i):
+        for difficulty in _difficulties(i, top):
             for _ in range(_DRAWS_PER_DIFFICULTY):
                 candidate = domain.generate(topic, difficulty, rng)
                 if candidate.question not in seen:
@@ -68,5 +71,8 @@ def distinct_problems(
 def heldout_questions(
     domains: DomainSet, topics: Sequence[str], per_topic: int, seed: int
 ) -> frozenset[str]:
-    """The held-out question texts, so that lesson generation can avoid asking them."""
-    return frozenset(p.question for p in heldout_problems(domains, topics, per_topic, seed))
+    """The questions lessons must not ask: the held-out set's, and the few-shot examples'
+    (their answers are in the student's prompt)."""
+    return domains.example_questions(topics) | frozenset(
+        p.question for p in heldout_problems(domains, topics, per_topic, seed)
+    )
