@@ -31,6 +31,7 @@ from teachloop.errors import StoreError
 from teachloop.messages import Message, parse_message
 from teachloop.records import LessonLog, LessonRecord, RunRecord
 from teachloop.store.base import Database, DuckDBFile, insert_new, set_meta, upsert
+from teachloop.store.browse import LogBrowser
 from teachloop.store.experiments import ExperimentLog
 from teachloop.store.lake import DuckLake, is_lake, redact
 from teachloop.store.lake import attach as attach_lake
@@ -75,7 +76,7 @@ ALL_TABLES = (
 )
 
 
-class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer, ProgressReader):
+class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer, ProgressReader, LogBrowser):
     def __init__(
         self,
         target: str | Path,

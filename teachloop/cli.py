@@ -383,6 +383,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_view(args: argparse.Namespace) -> int:
+    try:
+        from teachloop.view import serve
+    except ModuleNotFoundError as e:  # a plain install: the viewer is an extra
+        raise TeachloopError(
+            f"teachloop view needs the view extra ({e.name} is missing): "
+            "pip install 'teachloop[view]'"
+        ) from None
+    return serve(_open_existing(args.db, read_only=True), host=args.host, port=args.port)
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     if args.source or args.target:
         if not (args.source and args.target) or args.db:
@@ -564,6 +575,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--db", type=db_target, required=True)
     report.add_argument("--out", type=Path, required=True)
     report.set_defaults(func=_cmd_report)
+
+    view = sub.add_parser(
+        "view", help="serve a read-only web viewer of the log until Ctrl-C (needs [view])"
+    )
+    view.add_argument("--db", type=db_target, required=True)
+    view.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; any other is reachable without a login)",
+    )
+    view.add_argument("--port", type=int, default=8000, help="0: any free port")
+    view.set_defaults(func=_cmd_view)
 
     migrate = sub.add_parser(
         "migrate",

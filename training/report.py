@@ -9,9 +9,11 @@ report says so instead, so an empty store gives a valid report.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime
+from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
@@ -47,12 +49,7 @@ def _integer_axis(axis: Any) -> None:
     axis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _save(fig: Any, path: Path) -> Path:
-    fig.savefig(path, format="png")
-    return path
-
-
-def _plot_accuracy(rows: list[dict[str, Any]], path: Path) -> Path:
+def _plot_accuracy(rows: list[dict[str, Any]], out: BinaryIO) -> None:
     topics = [*rows[0]["topics"], "overall"]
     n = len(rows)
     fig = figure(max(6.0, 1.2 * len(topics) * max(1, n) / 2 + 2), 4.0)
@@ -70,10 +67,10 @@ def _plot_accuracy(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_title("Held-out accuracy per topic (latest evaluation of each version)")
     ax.legend(title="version", fontsize="small")
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    fig.savefig(out, format="png")
 
 
-def _plot_curves(rows: list[dict[str, Any]], path: Path) -> Path:
+def _plot_curves(rows: list[dict[str, Any]], out: BinaryIO) -> None:
     topics = list(dict.fromkeys(r["topic"] for r in rows))
     cols = min(3, len(topics))
     nrows = math.ceil(len(topics) / cols)
@@ -96,10 +93,10 @@ def _plot_curves(rows: list[dict[str, Any]], path: Path) -> Path:
     first = axes[topics[0]]
     first.legend(fontsize="x-small", title="run (dashed: last 10)", title_fontsize="x-small")
     fig.suptitle("Learning curves")
-    return _save(fig, path)
+    fig.savefig(out, format="png")
 
 
-def _plot_training(rows: list[dict[str, Any]], path: Path) -> Path:
+def _plot_training(rows: list[dict[str, Any]], out: BinaryIO) -> None:
     fig = figure(11.0, 4.0)
     loss_ax, margin_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for row in rows:
@@ -118,10 +115,10 @@ def _plot_training(rows: list[dict[str, Any]], path: Path) -> Path:
         else:
             ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle("Training jobs")
-    return _save(fig, path)
+    fig.savefig(out, format="png")
 
 
-def _plot_pairs(rows: list[dict[str, Any]], path: Path) -> Path:
+def _plot_pairs(rows: list[dict[str, Any]], out: BinaryIO) -> None:
     fig = figure(max(5.0, 1.2 * len(rows) + 2), 3.6)
     ax = fig.add_subplot()
     bars = ax.bar([r["rule"] for r in rows], [r["pairs"] for r in rows], color="C2")
@@ -131,7 +128,31 @@ def _plot_pairs(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.tick_params(axis="x", labelrotation=20)
     ax.margins(y=0.15)
     _integer_axis(ax.yaxis)
-    return _save(fig, path)
+    fig.savefig(out, format="png")
+
+
+# The report's plots: file name -> (the store's read, the drawing). `write_report` writes them,
+# `teachloop view` serves them (`plot_png`): one set of plots for both.
+Read = Callable[[Store], pa.Table]
+Draw = Callable[[list[dict[str, Any]], BinaryIO], None]
+PLOTS: dict[str, tuple[Read, Draw]] = {
+    ACCURACY_PNG: (lambda store: store.accuracy_by_version(), _plot_accuracy),
+    LEARNING_PNG: (lambda store: store.learning_curves(MAX_CURVE_RUNS), _plot_curves),
+    TRAINING_PNG: (lambda store: store.training_curves(), _plot_training),
+    PAIRS_PNG: (lambda store: store.pairs_by_rule(), _plot_pairs),
+}
+
+
+def plot_png(store: Store, name: str) -> bytes | None:
+    """One of the report's plots (a name in ``PLOTS``) as PNG bytes; None when it has nothing
+    to show."""
+    read, draw = PLOTS[name]
+    rows = read(store).to_pylist()
+    if not rows:
+        return None
+    buffer = BytesIO()
+    draw(rows, buffer)
+    return buffer.getvalue()
 
 
 # -- markdown --------------------------------------------------------------------------------
@@ -175,18 +196,19 @@ def write_report(store: Store, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def plot(name: str, table: pa.Table, draw: Any) -> Path | None:
+    def plot(name: str) -> Path | None:
         path = out_dir / name
-        rows = table.to_pylist()
-        if not rows:
+        png = plot_png(store, name)
+        if png is None:
             path.unlink(missing_ok=True)
             return None
-        return draw(rows, path)
+        path.write_bytes(png)
+        return path
 
-    accuracy_png = plot(ACCURACY_PNG, store.accuracy_by_version(), _plot_accuracy)
-    curves_png = plot(LEARNING_PNG, store.learning_curves(MAX_CURVE_RUNS), _plot_curves)
-    training_png = plot(TRAINING_PNG, store.training_curves(), _plot_training)
-    pairs_png = plot(PAIRS_PNG, store.pairs_by_rule(), _plot_pairs)
+    accuracy_png = plot(ACCURACY_PNG)
+    curves_png = plot(LEARNING_PNG)
+    training_png = plot(TRAINING_PNG)
+    pairs_png = plot(PAIRS_PNG)
 
     lines = [
         "# teachloop report",
@@ -232,7 +254,9 @@ __all__ = [
     "ACCURACY_PNG",
     "LEARNING_PNG",
     "PAIRS_PNG",
+    "PLOTS",
     "REPORT_NAME",
     "TRAINING_PNG",
+    "plot_png",
     "write_report",
 ]
