@@ -133,7 +133,9 @@ class Teacher:
             topic=problem.topic,
             difficulty=problem.difficulty,
             reference_answer=problem.answer,
-            solution=problem.solution,
+            # In the student's shown-work form (it ends with "Answer: ..."): the reference a
+            # shown-work student is trained toward.
+            solution=problem.worked_solution,
         )
 
     async def critique(

@@ -5,7 +5,11 @@ For each question a student got wrong on the first try:
   rejected = that wrong first answer,
   chosen   = its own later answer, if the verifier accepted it   (rule ``self_corrected``;
              ``self_corrected_leaked`` if the reteach before it stated the answer),
-             else the reference answer in the student's format   (rule ``reference``).
+             else the reference in the student's format          (rule ``reference``): the
+             bare answer, or for a student that showed its work (``Answer.shown_work``) the
+             question's worked solution. ``target`` records which ('answer', 'solution').
+A completion follows its prompt as the student wrote it: after a space where the prompt ends in
+"Answer:", at the start of a line where a shown-work prompt ends in a newline.
 Pairs are deduplicated (id = hash of prompt, chosen, rejected), pairs whose chosen and rejected
 answers normalise to the same value are dropped, and each keeps its provenance (message ids).
 Building is incremental: a watermark over ``lessons.logged_at`` records what was consumed.
@@ -29,7 +33,8 @@ TRAINED_RULES = ("self_corrected", "reference")
 _PAIRS = """
 answers AS (
     SELECT a.run_id, a.lesson_id, a.question_id, a.topic, a.attempt, a.message_id, a.text,
-           a.final_answer, a.payload ->> '$.prompt' AS prompt, c.correct
+           a.final_answer, a.payload ->> '$.prompt' AS prompt, c.correct,
+           coalesce((a.payload ->> '$.shown_work')::BOOLEAN, false) AS shown_work
     FROM unique_messages a
     JOIN unique_messages c
       ON c.question_id = a.question_id AND c.kind = 'critique' AND c.attempt = a.attempt
@@ -44,8 +49,12 @@ reteaches AS (
     WHERE kind = 'reteach' AND lesson_id IN (SELECT lesson_id FROM scope)),
 candidates AS (
     SELECT w.run_id, w.lesson_id, w.question_id, w.topic, w.prompt,
-           ' ' || coalesce(c.text, q.payload ->> '$.reference_answer') AS chosen,
-           ' ' || w.text AS rejected,
+           CASE WHEN w.shown_work
+                THEN coalesce(c.text, nullif(q.payload ->> '$.solution', ''),
+                              'Answer: ' || (q.payload ->> '$.reference_answer'))
+                ELSE ' ' || coalesce(c.text, q.payload ->> '$.reference_answer') END AS chosen,
+           CASE WHEN w.shown_work THEN w.text ELSE ' ' || w.text END AS rejected,
+           CASE WHEN w.shown_work THEN 'solution' ELSE 'answer' END AS target,
            coalesce(c.final_answer, q.payload ->> '$.reference_answer') AS chosen_answer,
            w.final_answer AS rejected_answer,
            CASE WHEN c.message_id IS NULL THEN 'reference'
@@ -61,7 +70,7 @@ candidates AS (
 pairs AS (
     SELECT md5(prompt || chr(0) || chosen || chr(0) || rejected) AS pair_id,
            run_id, lesson_id, question_id, topic, prompt, chosen, rejected, rule, source_ids,
-           NULL::VARCHAR AS job_id, now() AS created_at
+           NULL::VARCHAR AS job_id, now() AS created_at, target
     FROM candidates
     -- drop pairs whose answers normalise to the same value ("8" vs "8.0", a judge's flip-flop)
     WHERE NOT coalesce(

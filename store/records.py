@@ -99,6 +99,8 @@ class PreferencePair(Row):
     source_ids: list[str]
     job_id: str | None
     created_at: datetime
+    # 'answer': chosen is the bare answer; 'solution': a worked solution (shown-work student).
+    target: str = "answer"
 
 
 class PairBuild(Row):

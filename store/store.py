@@ -61,6 +61,7 @@ MIGRATIONS = [
     (5, "005_messages_without_key.sql"),
     (6, "006_mastery_without_key.sql"),
     (7, "007_unique_messages.sql"),
+    (8, "008_pair_target.sql"),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 LAKE_ROW_GROUP = 8192
