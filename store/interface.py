@@ -25,7 +25,7 @@ from teachloop.store.experiments import (
     QuestionOutcome,
     TopicShare,
 )
-from teachloop.store.pairs import TRAINED_RULES
+from teachloop.store.pairs import TARGETS, TRAINED_RULES
 from teachloop.store.records import (
     EvaluationRow,
     MasteryCounts,
@@ -107,7 +107,9 @@ class LogStore(Protocol):
         """Pairs from the lessons logged since the last build (pairs and watermark together)."""
         ...
 
-    def unused_pairs(self, rules: Sequence[str] = TRAINED_RULES) -> list[PreferencePair]: ...
+    def unused_pairs(
+        self, rules: Sequence[str] = TRAINED_RULES, targets: Sequence[str] = TARGETS
+    ) -> list[PreferencePair]: ...
 
     def run_pairs(self, run_id: str, rules: Sequence[str] = TRAINED_RULES) -> list[PreferencePair]:
         """One run's pairs, built as ``build_pairs`` would, recorded nowhere."""

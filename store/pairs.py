@@ -28,6 +28,7 @@ RULES = ("self_corrected", "reference", "self_corrected_leaked")
 # A right answer after a reteach that stated the reference answer may be copied, not learned:
 # such pairs are built and tagged, and training leaves them out unless asked.
 TRAINED_RULES = ("self_corrected", "reference")
+TARGETS = ("answer", "solution")
 
 # The pairs of the lessons in `scope` (a CTE the caller defines before these).
 _PAIRS = """
@@ -148,12 +149,15 @@ class PairBuilder(Connected):
             unused=unused,
         )
 
-    def unused_pairs(self, rules: Sequence[str] = TRAINED_RULES) -> list[PreferencePair]:
-        """Pairs of these rules no completed training job has consumed yet, oldest first."""
+    def unused_pairs(
+        self, rules: Sequence[str] = TRAINED_RULES, targets: Sequence[str] = TARGETS
+    ) -> list[PreferencePair]:
+        """Pairs of these rules and targets no completed training job has consumed yet, oldest
+        first."""
         rows = self.query(
             "SELECT * FROM preference_pairs WHERE job_id IS NULL AND rule IN (SELECT unnest(?)) "
-            "ORDER BY created_at, pair_id",
-            [list(rules)],
+            "AND target IN (SELECT unnest(?)) ORDER BY created_at, pair_id",
+            [list(rules), list(targets)],
         ).to_pylist()
         return [PreferencePair.model_validate(r) for r in rows]
 

@@ -271,6 +271,9 @@ class TrainingConfig(_Strict):
         "self_corrected",
         "reference",
     )
+    # Which pair targets a job trains on: "answer" (the bare answer) and/or "solution" (worked
+    # solutions, from a student with [student] shown_work). Recorded with the job's config.
+    targets: tuple[Literal["answer", "solution"], ...] = ("answer", "solution")
     # More TRL training arguments, passed through as TRL's own scripts do (e.g.
     # report_to = ["tensorboard"], gradient_accumulation_steps = 4, warmup_ratio = 0.1).
     trl: dict[str, Any] = Field(default_factory=dict)

@@ -370,3 +370,28 @@ def test_masking_works_on_a_text_answer_of_a_task(gym: ReasoningGymDomain) -> No
     teacher = Teacher(ScriptedBackend(lambda r: ""), DomainSet([gym]), policy=LessonConfig())
     said = f"Read it from the end: {problem.answer.upper()}."
     assert teacher.mask_answer(problem, said) == "Read it from the end: ___."
+
+
+# -- the embedded model on examples/skills.toml (slow) -------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_embedded_model_on_the_skills_config(tmp_path: Path) -> None:
+    """examples/skills.toml as a user runs it, shortened: lessons on the real model, then the
+    held-out table through the gate's path. Every task is asked and verified by its scorer."""
+    from teachloop.training.jobs import evaluate_version
+
+    config = RunConfig.from_file(Path(__file__).parent.parent / "examples" / "skills.toml")
+    config = config.with_overrides(
+        db=tmp_path / "skills.duckdb", run_id="skills", lessons=4, eval={"per_topic": 2}
+    )
+    result = run_lessons(config, progress=False)
+    assert result.status == "complete" and result.lessons_failed == 0
+    store = Store(config.db)
+    answers = store.query(
+        "SELECT topic, final_answer FROM unique_messages WHERE kind = 'answer'"
+    ).to_pylist()
+    assert {a["topic"] for a in answers} <= set(config.topics) and len(answers) >= 16
+    scored = evaluate_version(config, "base", store=store)
+    assert [t.topic for t in scored.topics] == list(config.topics)
+    assert all(t.questions == 2 for t in scored.topics)

@@ -95,7 +95,7 @@ def train(
         store.model_version(from_version) if from_version else store.current_student(base_model)
     )
     store.fail_interrupted_jobs()  # a job left 'running' was killed: say so
-    pairs = store.unused_pairs(config.training.pair_rules)
+    pairs = store.unused_pairs(config.training.pair_rules, config.training.targets)
     if not pairs:
         return JobResult(
             job_id=None,

@@ -61,7 +61,7 @@ class ReasoningGymDomain(Domain):
     per-task options (keyword arguments of the task's config)."""
 
     name = "reasoning_gym"
-    instruction = "Each question is answered on one line."
+    instruction = "Each answer is written exactly as its question asks."
 
     def __init__(
         self, tasks: Iterable[str], options: Mapping[str, Mapping[str, Any]] | None = None
