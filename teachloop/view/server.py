@@ -67,15 +67,20 @@ def serve(
     # On loopback only the loopback names are answered (no DNS rebinding); on another address
     # the user chose to be reachable under whatever name points there.
     web = app(store, allowed_hosts=LOOPBACK_HOSTS if loopback else None)
-    print(
-        f"teachloop view: http://{shown}:{bound}/ (read-only, {store.location}); Ctrl-C stops it",
-        file=out,
-        flush=True,
-    )
-    config = uvicorn.Config(web, log_level="warning", lifespan="off", access_log=False)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn shuts down cleanly on Ctrl-C, then re-raises it
+        server = uvicorn.Server(
+            uvicorn.Config(web, log_level="warning", lifespan="off", access_log=False)
+        )
+        # The socket already listens: a browser opened on this line waits for uvicorn, and a
+        # Ctrl-C from here on is a clean stop.
+        print(
+            f"teachloop view: http://{shown}:{bound}/ (read-only, {store.location}); "
+            "Ctrl-C stops it",
+            file=out,
+            flush=True,
+        )
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn stops cleanly on Ctrl-C, then raises it again
         pass
     finally:
         sock.close()

@@ -12,8 +12,9 @@ same file gets in between requests, and a reload shows what it wrote since.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
@@ -59,18 +60,19 @@ def app(
     proxy or on another interface."""
     store = db if isinstance(db, Store) else Store.open(db, read_only=True)
     viewer = _Viewer(store, page_size)
-    routes = [
-        Route("/", viewer.runs),
-        Route("/runs/{run_id}", viewer.run),
-        Route("/runs/{run_id}/lessons", viewer.lessons),
-        Route("/lessons/{lesson_id}", viewer.lesson),
-        Route("/pairs", viewer.pairs),
-        Route("/training", viewer.training),
-        Route("/plots/{name}", viewer.report_plot),
-        Route("/experiments/{name}", viewer.experiment),
-        Route("/experiments/{name}/plots/{plot}", viewer.experiment_plot),
-        Route("/static/view.css", viewer.css),
-    ]
+    pages = {
+        "/": viewer.runs,
+        "/runs/{run_id}": viewer.run,
+        "/runs/{run_id}/lessons": viewer.lessons,
+        "/lessons/{lesson_id}": viewer.lesson,
+        "/pairs": viewer.pairs,
+        "/training": viewer.training,
+        "/plots/{name}": viewer.report_plot,
+        "/experiments/{name}": viewer.experiment,
+        "/experiments/{name}/plots/{plot}": viewer.experiment_plot,
+    }
+    routes = [Route(path, viewer.reading(page)) for path, page in pages.items()]
+    routes.append(Route("/static/view.css", viewer.css))
     web = Starlette(
         routes=routes,
         exception_handlers={
@@ -185,6 +187,18 @@ class _Viewer:
             pct=_pct, num=_num, when=_when, cell=_cell, estimate=_estimate, seg=_segment
         )
         self.stylesheet = files("teachloop.view").joinpath("static/view.css").read_bytes()
+
+    def reading(self, page: Callable[[Request], Response]) -> Callable[[Request], Response]:
+        """``page`` with the log kept open while it reads (its several reads then share one
+        open database; the connection is still per request, so a writing run gets in between
+        requests). A plain function: Starlette runs it in its thread pool."""
+
+        @functools.wraps(page)
+        def read(request: Request) -> Response:
+            with self.store.reading():
+                return page(request)
+
+        return read
 
     def render(
         self, request: Request, template: str, status: int = 200, **context: Any
