@@ -279,6 +279,9 @@ def test_shown_work_prompts_pairs_and_feedback(make_config) -> None:
     assert all("Reference solution:" in p for p in feedback)
     pairs = store.run_pairs("test-run")
     assert pairs and {p.target for p in pairs} == {"solution"}
+    store.build_pairs()  # the training queue: a job picks pairs by target
+    assert store.unused_pairs(targets=("answer",)) == []
+    assert {p.target for p in store.unused_pairs(targets=("solution",))} == {"solution"}
     for pair in pairs:
         assert pair.rejected.startswith("First add the tens")  # the work, no leading space
         assert pair.chosen.startswith("Add ") and re.search(r"\nAnswer: \d+$", pair.chosen)
@@ -395,3 +398,14 @@ def test_the_embedded_model_on_the_skills_config(tmp_path: Path) -> None:
     scored = evaluate_version(config, "base", store=store)
     assert [t.topic for t in scored.topics] == list(config.topics)
     assert all(t.questions == 2 for t in scored.topics)
+
+
+@pytest.mark.parametrize(
+    "name", ["skills.toml", "word-problems.toml", "word-problems-instruct.toml"]
+)
+def test_the_example_configs_load_and_name_known_tasks(name: str) -> None:
+    config = RunConfig.from_file(Path(__file__).parent.parent / "examples" / name)
+    domains = build_domains(config)
+    assert all(t.startswith("reasoning_gym.") and t in domains for t in config.topics)
+    if "word-problems" in name:
+        assert config.student.shown_work and config.student.max_tokens >= 256
