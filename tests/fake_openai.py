@@ -35,6 +35,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_url() -> str:
+    return f"http://127.0.0.1:{free_port()}/v1"
+
+
 class FakeOpenAIServer:
     def __init__(
         self, reply: Callable[[dict], str], model: str = "fake-model", port: int = 0

@@ -1,53 +1,13 @@
 """`teachloop run` as a user calls it: a subprocess, against local servers on 127.0.0.1."""
 
 import json
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from fake_openai import FakeOpenAIServer
-from test_openai_backend import free_port_url
+from fake_openai import FakeOpenAIServer, free_port_url
+from helpers import openai_config, solver, teachloop
 
 from teachloop import Store
-
-
-def teachloop(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "teachloop.cli", *args], capture_output=True, text=True, timeout=120
-    )
-
-
-def openai_config(tmp_path: Path, url: str) -> Path:
-    path = tmp_path / "run.toml"
-    path.write_text(f"""
-topics = ["arithmetic.addition"]
-[lesson]
-questions = 2
-[teacher]
-backend = "openai"
-[[teacher.endpoints]]
-url = "{url}"
-model = "fake-model"
-[student]
-backend = "openai"
-model = "embedded:gemma-3-270m"
-[[student.endpoints]]
-url = "{url}"
-model = "fake-model"
-max_retries = 0
-""")
-    return path
-
-
-def solver(body: dict) -> str:
-    """Student replies solve the question; teacher replies are a fixed sentence."""
-    prompt = body["prompt"]
-    if prompt.startswith("Each question"):
-        m = re.search(r"What is (\d+) \+ (\d+)\?\nAnswer:$", prompt)
-        return f" {int(m[1]) + int(m[2])}" if m else " ?"
-    return " Carry the ten."
 
 
 def test_run_through_openai_endpoints_logs_and_prints_summary(tmp_path: Path) -> None:

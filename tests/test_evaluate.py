@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import adds_only_student
+from helpers import random_lora_adapter
 from tiny_model import build_tiny_model, greedy_text, load_reference
 
 from teachloop.agents.backends.base import GenerationRequest
@@ -249,27 +250,10 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def tiny_with_adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The tiny model and a LoRA adapter for it whose B weights are random (not zero), so the
-    adapter changes what the model says."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
+    """The tiny model and a LoRA adapter for it with random B weights."""
     root = tmp_path_factory.mktemp("adapter")
     model_dir = build_tiny_model(root / "tiny")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    config = LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0
-    )
-    peft_model = get_peft_model(model, config)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    adapter_dir = root / "v0001"
-    peft_model.save_pretrained(adapter_dir)
-    return model_dir, adapter_dir
+    return model_dir, random_lora_adapter(model_dir, root / "v0001")
 
 
 async def test_adapter_is_merged_and_matches_unmerged_peft(

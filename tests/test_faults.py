@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,8 +19,8 @@ from pathlib import Path
 import openai
 import pytest
 from conftest import current_question
-from fake_openai import FakeOpenAIServer
-from test_openai_backend import free_port_url
+from fake_openai import FakeOpenAIServer, free_port_url
+from helpers import scripted_cli, scripted_env, teachloop
 
 from teachloop import RunConfig, Store, run_lessons
 from teachloop.agents.backends.base import GenerationRequest
@@ -491,12 +489,6 @@ def test_a_hanging_teacher_ends_the_run_in_bounded_time(tmp_path: Path) -> None:
     assert all("APITimeoutError: Request timed out" in e for e in errors.to_pylist())
 
 
-def teachloop(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "teachloop.cli", *args], capture_output=True, text=True, timeout=120
-    )
-
-
 def test_cli_run_against_a_server_that_dies_prints_one_line(tmp_path: Path) -> None:
     db = tmp_path / "cli.duckdb"
     with FakeOpenAIServer(adds_only) as server:
@@ -555,14 +547,6 @@ max_retries = 1
 # --- the command line: Ctrl-C and --debug -----------------------------------------------------
 
 TESTS = Path(__file__).parent
-
-
-def scripted_cli(*args: str) -> list[str]:
-    return [sys.executable, str(TESTS / "scripted_cli.py"), *args]
-
-
-def scripted_env(delay_s: float = 0.0) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(TESTS), "SCRIPTED_DELAY_S": str(delay_s)}
 
 
 def test_ctrl_c_stops_gracefully_and_the_run_resumes(tmp_path: Path) -> None:

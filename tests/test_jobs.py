@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from test_pairs import lesson
+from helpers import lesson
 from tiny_model import build_tiny_model
 
 from teachloop import RunConfig, Store, cli

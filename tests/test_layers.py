@@ -1,5 +1,7 @@
-"""The layering rule: ``agents <- graphs -> store -> training``, with ``teachloop/`` shared below
-them all and the app (``teachloop/cli.py``, ``teachloop/loop.py``) above them all.
+"""The layering rule: four floors, each importing only its own area and the floors below:
+the core (``teachloop/``) at the bottom; ``agents`` and ``store`` on it (each only the core);
+``graphs`` and ``training`` above them (each imports agents and store, not each other); the app
+(``teachloop/cli.py``, ``loop.py``, ``experiment.py``) on top, imported by nothing.
 
 Read from the source (every import statement, those inside functions and ``TYPE_CHECKING``
 blocks too), not from what happens to be imported at run time. An import the rule forbids either
@@ -18,8 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Layer -> the layers it may import from (its own included). Arrows in CONTRIBUTING's
-# `agents <- graphs -> store -> training` point from the importer to what it uses.
+# Layer -> the layers it may import from (its own included): CONTRIBUTING's "Layout" drawing.
 MAY_IMPORT: dict[str, frozenset[str]] = {
     # teachloop/: config, messages, records, errors, answers, domains, environment. Shared by
     # everyone, so it depends on no area.
@@ -197,6 +198,23 @@ def test_the_scan_sees_every_area() -> None:
     assert {layer_of(m) for m in modules} == set(MAY_IMPORT)
     assert "teachloop.agents.backends.base" in modules  # nested packages too
     assert not any(m.startswith("teachloop.teachloop") for m in modules)
+
+
+def test_test_modules_import_no_other_test_module() -> None:
+    """A helper two test modules need lives in conftest.py or a support module (helpers.py,
+    fake_openai.py, ...): importing a test module runs its collection-time code and ties one
+    test file's edits to another's."""
+    found = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"  {path.name}:{node.lineno}: {n}" for n in names if n.startswith("test_")]
+    assert not found, "test modules importing test modules:\n" + "\n".join(found)
 
 
 # --- the import parser --------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 import asyncio
 
 import pytest
-from fake_openai import FakeOpenAIServer, free_port
+from fake_openai import FakeOpenAIServer, free_port_url
 
 from teachloop.agents.backends.base import GenerationRequest, LoraAdapter
 from teachloop.agents.backends.openai_backend import OpenAIBackend
@@ -14,10 +14,6 @@ from teachloop.errors import BackendUnavailable
 def endpoint(server: FakeOpenAIServer | str, **kw) -> EndpointConfig:
     url = server if isinstance(server, str) else server.url
     return EndpointConfig(url=url, model="fake-model", timeout_s=5, max_retries=1, **kw)
-
-
-def free_port_url() -> str:
-    return f"http://127.0.0.1:{free_port()}/v1"
 
 
 def echo(body: dict) -> str:

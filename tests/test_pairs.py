@@ -1,96 +1,16 @@
 """Preference pairs from hand-made logs: each rule, dedupe, the normalisation filter, the
 watermark."""
 
-from datetime import UTC, datetime
-
 import pytest
 from conftest import current_question
+from helpers import lesson
 
 from teachloop import Store
 from teachloop.agents.backends.base import GenerationRequest
 from teachloop.agents.backends.scripted import ScriptedBackend
 from teachloop.agents.prompts import student_prompt
 from teachloop.graphs.runner import run_lessons
-from teachloop.messages import Answer, Critique, ErrorCategory, Question, Reteach, Strategy
-from teachloop.records import EndReason, LessonLog, LessonRecord, LessonStatus
 from teachloop.training.pairs import RULES, build_pairs, unused_pairs
-
-T = datetime(2026, 11, 27, tzinfo=UTC)
-
-
-def lesson(
-    lesson_id: str,
-    turns: list[tuple[str, bool | None]],
-    question: str = "What is 2 + 3?",
-    reference: str = "5",
-    leaked: bool = False,
-) -> LessonLog:
-    """A one-question lesson: turns are (student reply, verdict) per attempt."""
-    common = {"run_id": "r", "lesson_id": lesson_id, "created_at": T}
-    q = Question(
-        message_id=f"{lesson_id}-m000",
-        turn=0,
-        text=question,
-        question_index=0,
-        topic="arithmetic.addition",
-        difficulty=1,
-        reference_answer=reference,
-        **common,
-    )
-    messages: list = [q]
-    for attempt, (reply, correct) in enumerate(turns):
-        if attempt:
-            messages.append(
-                Reteach(
-                    message_id=f"{lesson_id}-m{len(messages):03d}",
-                    turn=len(messages),
-                    text="Add.",
-                    question_id=q.message_id,
-                    attempt=attempt,
-                    strategy=Strategy.hint,
-                    explanation="Add.",
-                    leaked=leaked,
-                    **common,
-                )
-            )
-        answer = Answer(
-            message_id=f"{lesson_id}-m{len(messages):03d}",
-            turn=len(messages),
-            text=reply,
-            prompt=student_prompt(question) if attempt == 0 else "x",
-            question_id=q.message_id,
-            attempt=attempt,
-            final_answer=reply.strip() or None,
-            **common,
-        )
-        messages.append(answer)
-        messages.append(
-            Critique(
-                message_id=f"{lesson_id}-m{len(messages):03d}",
-                turn=len(messages),
-                text="ok" if correct else "no",
-                question_id=q.message_id,
-                answer_id=answer.message_id,
-                attempt=attempt,
-                correct=bool(correct),
-                score=float(correct),
-                error_category=ErrorCategory.none if correct else ErrorCategory.wrong,
-                feedback="f",
-                **common,
-            )
-        )
-    record = LessonRecord(
-        lesson_id=lesson_id,
-        run_id="r",
-        lesson_index=int(lesson_id[-1]),
-        status=LessonStatus.complete,
-        end_reason=EndReason.budget,
-        questions=1,
-        correct_first=int(bool(turns[0][1])),
-        correct_after_reteach=0,
-        started_at=T,
-    )
-    return LessonLog(lesson=record, messages=messages, mastery=[])
 
 
 @pytest.fixture

@@ -1,16 +1,13 @@
 """Whole runs on scripted backends against a real DuckDB file."""
 
-import os
-import signal
 import sqlite3
-import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import adds_only_student
+from helpers import assert_resumed_exactly, kill_three_times_then_finish
 
 from teachloop import Store, run_lessons
 from teachloop.agents.backends.base import GenerationRequest
@@ -165,57 +162,6 @@ def test_unavailable_backend_stops_the_run_and_keeps_logged_lessons(make_config,
     store = Store(config.db)
     assert store.query("SELECT status FROM runs").to_pylist() == [{"status": "failed"}]
     assert len(store.finished_lessons("test-run")) >= 1
-
-
-def kill_three_times_then_finish(
-    cmd: list[str], finished: Callable[[], set[str]], lessons: int
-) -> tuple[str, set[str]]:
-    """Run ``cmd`` (``scripted_run.py``) and SIGKILL it three times with lessons in flight, then
-    run it to the end. Returns its output and the lessons finished before that last run."""
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    for wanted in (2, 6, 10):
-        child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while len(finished()) < wanted and time.monotonic() < deadline:
-            time.sleep(0.1)
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    done_before = finished()
-    assert 10 <= len(done_before) < lessons, "the kills should land mid-run"
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    assert f"lessons={lessons}" in out
-    assert int(out.split("resumed=")[1].split()[0]) == len(done_before)
-    return out, done_before
-
-
-def assert_resumed_exactly(store: Store, out: str, done_before: set[str], lessons: int) -> None:
-    rows = store.query("""
-        SELECT count(*) AS messages, count(DISTINCT message_id) AS ids,
-               count(DISTINCT lesson_id) AS lessons
-        FROM messages""").to_pylist()[0]
-    assert rows["messages"] == rows["ids"]
-    assert rows["lessons"] == lessons
-    # every lesson is complete, with its turns contiguous from 0 and every question judged
-    per_lesson = store.query("""
-        SELECT l.lesson_id, l.status, count(*) AS n, max(m.turn) AS last,
-               count(*) FILTER (WHERE kind = 'question') AS questions,
-               count(*) FILTER (WHERE kind = 'critique' AND attempt = 0) AS judged
-        FROM lessons l JOIN messages m USING (lesson_id) GROUP BY ALL""").to_pylist()
-    assert len(per_lesson) == lessons
-    for lesson in per_lesson:
-        assert lesson["status"] == "complete"
-        assert lesson["n"] == lesson["last"] + 1
-        assert lesson["questions"] == lesson["judged"] == 4
-    # Lessons in flight at the last kill continued from their checkpoints: the last run asked
-    # the student fewer questions than the lessons it finished hold answers.
-    answers = sum(
-        r["n"]
-        for r in store.query(
-            "SELECT lesson_id, count(*) AS n FROM messages WHERE kind = 'answer' GROUP BY ALL"
-        ).to_pylist()
-        if r["lesson_id"] not in done_before
-    )
-    assert int(out.split("calls=")[1].split()[0]) < answers
 
 
 def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_pairs import T, lesson
+from helpers import T, lesson
 
 from teachloop.errors import StoreError
 from teachloop.records import LessonLog, MasterySnapshot, ModelVersion, RunRecord

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import random_lora_adapter
 from tiny_model import build_tiny_model, greedy_text, load_reference
 
 from teachloop.agents import embedded
@@ -483,25 +484,9 @@ def test_extract_json_object() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_adapter(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter for the tiny model with random (not zero) B weights, so merging it
-    changes what the model says."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
-    config = LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0
-    )
-    peft_model = get_peft_model(model, config)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    adapter_dir = tmp_path_factory.mktemp("tiny-adapter") / "v0001"
-    peft_model.save_pretrained(adapter_dir)
-    return adapter_dir
+    """A LoRA adapter for the tiny model with random B weights, so merging it changes what the
+    model says."""
+    return random_lora_adapter(tiny_dir, tmp_path_factory.mktemp("tiny-adapter") / "v0001")
 
 
 def _loaded(model_dir: Path, adapter_dir: Path | None, dtype: str) -> TransformersBackend:

