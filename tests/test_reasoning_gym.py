@@ -37,7 +37,7 @@ TASKS = (
     "leg_counting",
     "basic_arithmetic",
     "chain_sum",
-    "number_format",
+    "lcm",
     "calendar_arithmetic",
     "spell_backward",
     "count_bits",
