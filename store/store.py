@@ -108,14 +108,17 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer, ProgressR
             self.migrate()
 
     @classmethod
-    def open(cls, target: str | Path, *, read_only: bool = False) -> Store:
+    def open(
+        cls, target: str | Path, *, read_only: bool = False, data_path: str | Path | None = None
+    ) -> Store:
         """An existing store. Writable: migrated to the current schema first. ``read_only``:
         never migrated and never written (every connection is read-only; a method that would
         write raises); a store with an older schema is refused with the command that upgrades
-        it, one with a newer one with the advice to upgrade teachloop."""
+        it, one with a newer one with the advice to upgrade teachloop. ``data_path``: a lake's,
+        which must be the one its catalog holds."""
         if not read_only and not is_lake(target) and not Path(target).exists():
             raise StoreError(f"database {target} does not exist")
-        return cls(target, read_only=read_only)
+        return cls(target, read_only=read_only, data_path=data_path)
 
     @classmethod
     def of(cls, config: RunConfig) -> Store:

@@ -24,6 +24,7 @@ from rich.table import Table
 from teachloop.config import RunConfig, db_target
 from teachloop.environment import check_torch_companions
 from teachloop.errors import ConfigError, InputFileError, TeachloopError
+from teachloop.store.lake import is_lake
 from teachloop.store.store import Store
 
 if TYPE_CHECKING:
@@ -116,16 +117,27 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def _open_existing(db: Path | str, *, read_only: bool = False) -> Store:
-    """An existing log. ``read_only`` for the commands that only read it: nothing writes to the
-    file, not even a schema migration (an older file is refused with the upgrade command)."""
+def _open_existing(args: argparse.Namespace, *, read_only: bool = False) -> Store:
+    """The existing log that ``--db`` and its lake options name. ``read_only`` for the commands
+    that only read it: nothing writes to the file, not even a schema migration (an older file is
+    refused with the upgrade command)."""
+    db, data_path = args.db, args.data_path
+    _check_lake_options(db, data_path)
     if isinstance(db, Path) and not db.exists():
         raise InputFileError(f"database {db} does not exist")
-    return Store.open(db, read_only=read_only)
+    return Store.open(db, read_only=read_only, data_path=data_path)
+
+
+def _check_lake_options(db: Path | str, data_path: Path | None) -> None:
+    if data_path is not None and not is_lake(db):
+        raise ConfigError(
+            f"--data-path is a lake's option (--db ducklake:postgres:...), and {db} is a DuckDB "
+            "file: leave it out"
+        )
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
-    table = _open_existing(args.db, read_only=True).read_only_query(args.query)
+    table = _open_existing(args, read_only=True).read_only_query(args.query)
     _print_table(table, args.format, args.out)
     return 0
 
@@ -133,7 +145,7 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from teachloop.store.replay import render_transcript
 
-    messages = _open_existing(args.db, read_only=True).transcript(args.lesson_id)
+    messages = _open_existing(args, read_only=True).transcript(args.lesson_id)
     if not messages:
         raise InputFileError(f"lesson {args.lesson_id!r} is not in {args.db}")
     print(render_transcript(messages, args.format))
@@ -141,7 +153,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_lessons(args: argparse.Namespace) -> int:
-    store = _open_existing(args.db, read_only=True)
+    store = _open_existing(args, read_only=True)
     lessons = store.lessons(run_id=args.run, topic=args.topic, status=args.status)
     table = (
         pa.Table.from_pylist(
@@ -168,7 +180,7 @@ def _cmd_lessons(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    counts = _open_existing(args.db, read_only=True).export_run(args.run, args.out)
+    counts = _open_existing(args, read_only=True).export_run(args.run, args.out)
     print(
         f"exported run {args.run} to {args.out}: "
         + ", ".join(f"{n} {t}" for t, n in counts.items())
@@ -177,7 +189,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    store = Store(args.db)
+    _check_lake_options(args.db, args.data_path)
+    store = Store(args.db, data_path=args.data_path)
     for source in args.sources:
         added = store.merge(source)
         print(f"merged {source}: " + ", ".join(f"+{n} {t}" for t, n in added.items()))
@@ -186,14 +199,15 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> RunConfig:
     config = RunConfig.from_file(args.config) if args.config else RunConfig()
-    data_path = getattr(args, "data_path", None)
+    _check_lake_options(args.db or config.db, args.data_path)
+    data_path = args.data_path
     return config.with_overrides(db=args.db, store={"data_path": data_path} if data_path else None)
 
 
 def _cmd_pairs(args: argparse.Namespace) -> int:
     from teachloop.training.pairs import build_pairs
 
-    built = build_pairs(_open_existing(args.db))
+    built = build_pairs(_open_existing(args))
     added = ", ".join(f"{n} {rule}" for rule, n in built.added.items())
     print(f"{built.lessons} new lessons -> pairs added: {added}; unused pairs: {built.unused}")
     return 0
@@ -202,7 +216,7 @@ def _cmd_pairs(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from teachloop.training.jobs import train
 
-    _open_existing(args.db)
+    _open_existing(args)
     job = train(
         _config(args), method=args.method, from_version=args.from_version, progress=not args.quiet
     )
@@ -249,7 +263,7 @@ def _print_gate(gate: GateDecision) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from teachloop.training.jobs import evaluate_and_promote
 
-    _open_existing(args.db)
+    _open_existing(args)
     config = _config(args)
     with _serving(config, args.serve):
         _print_gate(evaluate_and_promote(config, args.model, promote=not args.no_promote))
@@ -363,7 +377,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_promote(args: argparse.Namespace) -> int:
     from teachloop.training.jobs import promote
 
-    version = promote(_open_existing(args.db), args.version)
+    version = promote(_open_existing(args), args.version)
     print(f"promoted {version.version}: lessons now use it as the student of {version.base_model}")
     return 0
 
@@ -373,7 +387,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from teachloop.training.experiment_report import write_experiment_report
     from teachloop.training.report import write_report
 
-    store = _open_existing(args.db, read_only=True)
+    store = _open_existing(args, read_only=True)
     print(f"report: {write_report(store, args.out)}")
     # Experiments in the log get their own report each, from their stored rows.
     for name in store.experiments():
@@ -391,7 +405,7 @@ def _cmd_view(args: argparse.Namespace) -> int:
             f"teachloop view needs the view extra ({e.name} is missing): "
             "pip install 'teachloop[view]'"
         ) from None
-    return serve(_open_existing(args.db, read_only=True), host=args.host, port=args.port)
+    return serve(_open_existing(args, read_only=True), host=args.host, port=args.port)
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -400,6 +414,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
             raise ConfigError("copy a log with --from SOURCE --to TARGET (and no --db)")
         if isinstance(args.source, Path) and not args.source.exists():
             raise InputFileError(f"database {args.source} does not exist")
+        _check_lake_options(args.target, args.data_path)
         target = Store(args.target, data_path=args.data_path)
         added = target.merge(args.source)
         print(
@@ -411,7 +426,9 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         raise ConfigError("migrate needs --db (upgrade a log in place) or --from and --to")
     if isinstance(args.db, Path) and not args.db.exists():
         raise InputFileError(f"database {args.db} does not exist")
-    store = Store(args.db, create=False)  # as it is, so the version it had can be reported
+    _check_lake_options(args.db, args.data_path)
+    # as it is, so the version it had can be reported
+    store = Store(args.db, create=False, data_path=args.data_path)
     before = store.migrate()
     now = store.schema_version()
     if before == now:
@@ -422,7 +439,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_lake_maintain(args: argparse.Namespace) -> int:
-    store = _open_existing(args.db)
+    store = _open_existing(args)
     report = store.maintain(keep_days=args.keep_days, grace_hours=args.grace_hours)
     print(report.render())
     return 0
@@ -446,12 +463,21 @@ def _ray_options(args: argparse.Namespace) -> RayOptions | None:
     return RayOptions(address=args.ray, workers=args.workers)
 
 
-def _data_path_arg(parser: argparse.ArgumentParser) -> None:
+def _db_args(
+    parser: argparse.ArgumentParser,
+    *,
+    required: bool = True,
+    help: str = "DuckDB file or ducklake:postgres:... lake",
+) -> None:
+    """``--db`` and the lake options that go with it: every command that takes ``--db`` takes
+    them all, so flags copied from one command work in the next."""
+    parser.add_argument("--db", type=db_target, required=required, help=help)
     parser.add_argument(
         "--data-path",
         type=Path,
-        help="a new lake's data directory, mounted at this path on every machine "
-        "(overrides [store] data_path; the lake's catalog remembers it)",
+        help="a lake's data directory, mounted at this path on every machine: where a new lake "
+        "puts its files (overrides [store] data_path); an existing lake's catalog remembers "
+        "it, and a different one is refused",
     )
 
 
@@ -463,10 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run lessons and log them to DuckDB")
     run.add_argument("--config", type=Path, help="TOML run config (default: built-in defaults)")
-    run.add_argument(
-        "--db",
-        type=db_target,
-        help="DuckDB file or ducklake:postgres:... lake (overrides the config)",
+    _db_args(
+        run, required=False, help="DuckDB file or ducklake:postgres:... lake (overrides the config)"
     )
     run.add_argument("--lessons", type=int, help="number of lessons")
     run.add_argument("--concurrency", type=int, help="lessons in flight at once")
@@ -477,7 +501,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--serve", action="store_true", help="start the config's [[servers]] first")
     _ray_args(run)
-    _data_path_arg(run)
     run.set_defaults(func=_cmd_run, loads_models=True)
 
     serve = sub.add_parser("serve", help="start the config's vLLM servers; Ctrl-C stops them")
@@ -486,20 +509,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve, loads_models=True)
 
     sql = sub.add_parser("sql", help="run a read-only SQL query on the log")
-    sql.add_argument("--db", type=db_target, required=True)
+    _db_args(sql)
     sql.add_argument("query", help="SELECT ... (statements that write are refused)")
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sql.add_argument("--out", type=Path, help="write the result to this .parquet file")
     sql.set_defaults(func=_cmd_sql)
 
     replay = sub.add_parser("replay", help="print a lesson's dialogue turn by turn")
-    replay.add_argument("--db", type=db_target, required=True)
+    _db_args(replay)
     replay.add_argument("lesson_id")
     replay.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     replay.set_defaults(func=_cmd_replay)
 
     lessons = sub.add_parser("lessons", help="list logged lessons")
-    lessons.add_argument("--db", type=db_target, required=True)
+    _db_args(lessons)
     lessons.add_argument("--run", help="only this run")
     lessons.add_argument("--topic", help="only lessons that asked about this topic")
     lessons.add_argument("--status", choices=["complete", "failed", "interrupted"])
@@ -507,24 +530,24 @@ def build_parser() -> argparse.ArgumentParser:
     lessons.set_defaults(func=_cmd_lessons)
 
     export = sub.add_parser("export", help="write one run's rows to Parquet files")
-    export.add_argument("--db", type=db_target, required=True)
+    _db_args(export)
     export.add_argument("--run", required=True)
     export.add_argument("--out", type=Path, required=True, help="directory for the .parquet files")
     export.set_defaults(func=_cmd_export)
 
     merge = sub.add_parser("merge", help="merge databases or exports into one database")
-    merge.add_argument("--db", type=db_target, required=True, help="the database to merge into")
+    _db_args(merge, help="the database to merge into")
     merge.add_argument(
         "sources", type=Path, nargs="+", help="teachloop .duckdb files or export dirs"
     )
     merge.set_defaults(func=_cmd_merge)
 
     pairs = sub.add_parser("pairs", help="build preference pairs from lessons not yet used")
-    pairs.add_argument("--db", type=db_target, required=True)
+    _db_args(pairs)
     pairs.set_defaults(func=_cmd_pairs)
 
     train = sub.add_parser("train", help="train a LoRA student version on unused pairs")
-    train.add_argument("--db", type=db_target, required=True)
+    _db_args(train)
     train.add_argument("--config", type=Path, help="TOML config ([training], [student])")
     train.add_argument("--method", choices=["dpo", "sft"])
     train.add_argument("--from", dest="from_version", help="parent version (default: promoted)")
@@ -532,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train, loads_models=True)
 
     ev = sub.add_parser("eval", help="held-out accuracy of a version; promote it if no regression")
-    ev.add_argument("--db", type=db_target, required=True)
+    _db_args(ev)
     ev.add_argument("--model", required=True, help="model version, e.g. v0001 or base")
     ev.add_argument("--config", type=Path, help="TOML config (topics, [eval])")
     ev.add_argument("--no-promote", action="store_true", help="measure only")
@@ -541,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     loop = sub.add_parser("loop", help="lessons -> pairs -> train -> eval -> promote, N rounds")
     loop.add_argument("--config", type=Path, required=True)
-    loop.add_argument("--db", type=db_target)
+    _db_args(loop, required=False, help="DuckDB file or lake (overrides the config)")
     loop.add_argument("--rounds", type=int, default=1)
     loop.add_argument("--every", type=float, default=0.0, help="seconds between round starts")
     loop.add_argument("--run-id", help="prefix of the rounds' run ids (resume)")
@@ -551,35 +574,33 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument(
         "--maintain", action="store_true", help="lake maintain after each round (lakes only)"
     )
-    _data_path_arg(loop)
     loop.set_defaults(func=_cmd_loop, loads_models=True)
 
     ex = sub.add_parser(
         "experiment", help="train arms on equal budgets over seeds and compare them (resumable)"
     )
     ex.add_argument("--config", type=Path, required=True, help="TOML with an [experiment]")
-    ex.add_argument("--db", type=db_target, help="DuckDB file or lake (overrides the config)")
+    _db_args(ex, required=False, help="DuckDB file or lake (overrides the config)")
     ex.add_argument("--seeds", type=_seeds, help="e.g. 0-4 or 0,2,7 (default: the config's)")
     ex.add_argument("--out", type=Path, help="adapters and report (default: <db dir>/experiments)")
     ex.add_argument("--quiet", action="store_true")
     ex.add_argument("--serve", action="store_true", help="start the config's [[servers]] first")
-    _data_path_arg(ex)
     ex.set_defaults(func=_cmd_experiment, loads_models=True)
 
     promote = sub.add_parser("promote", help="make a version the student (also to roll back)")
-    promote.add_argument("--db", type=db_target, required=True)
+    _db_args(promote)
     promote.add_argument("version", help="e.g. v0001, or base")
     promote.set_defaults(func=_cmd_promote)
 
     report = sub.add_parser("report", help="write plots and a Markdown summary")
-    report.add_argument("--db", type=db_target, required=True)
+    _db_args(report)
     report.add_argument("--out", type=Path, required=True)
     report.set_defaults(func=_cmd_report)
 
     view = sub.add_parser(
         "view", help="serve a read-only web viewer of the log until Ctrl-C (needs [view])"
     )
-    view.add_argument("--db", type=db_target, required=True)
+    _db_args(view)
     view.add_argument(
         "--host",
         default="127.0.0.1",
@@ -593,12 +614,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="upgrade a log written by an older teachloop (read-only commands refuse it), or "
         "copy a log between a DuckDB file and a lake (--from, --to; rerunning adds nothing)",
     )
-    migrate.add_argument("--db", type=db_target, help="the log to upgrade in place")
+    _db_args(migrate, required=False, help="the log to upgrade in place (--data-path: also --to's)")
     migrate.add_argument("--from", dest="source", type=db_target, help="the log to copy")
     migrate.add_argument(
         "--to", dest="target", type=db_target, help="the file or lake to copy into"
     )
-    _data_path_arg(migrate)
     migrate.set_defaults(func=_cmd_migrate)
 
     lake = sub.add_parser("lake", help="look after a lake (DuckLake)")
@@ -608,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compact small files and duplicate rows, expire old snapshots, delete files no "
         "snapshot uses and orphaned files older than a grace period",
     )
-    maintain.add_argument("--db", type=db_target, required=True)
+    _db_args(maintain)
     maintain.add_argument(
         "--keep-days",
         type=float,

@@ -1,13 +1,16 @@
 """`teachloop run` as a user calls it: a subprocess, against local servers on 127.0.0.1."""
 
+import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from fake_openai import FakeOpenAIServer, free_port_url
 from helpers import openai_config, solver, teachloop
 
-from teachloop import Store
+from teachloop import Store, cli
 
 
 def test_run_through_openai_endpoints_logs_and_prints_summary(tmp_path: Path) -> None:
@@ -140,3 +143,44 @@ def test_missing_model_files_are_a_one_line_error(tmp_path: Path) -> None:
     done = teachloop("run", "--config", str(path), "--db", str(tmp_path / "m.duckdb"))
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"error: model '{tmp_path / 'no-such-model'}' is neither")
+
+
+def _commands(
+    parser: argparse.ArgumentParser, name: str = "teachloop"
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """(command name, its parser) for every command and subcommand."""
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, subparser in action.choices.items():
+                yield from _commands(subparser, f"{name} {sub}")
+
+
+def test_every_command_that_takes_db_takes_the_lake_options() -> None:
+    """Flags copied from one command work in the next: `run --db LAKE --data-path DIR` and
+    `sql --db LAKE --data-path DIR` alike."""
+    options = {
+        name: {o for a in parser._actions for o in a.option_strings}
+        for name, parser in _commands(cli.build_parser())
+    }
+    with_db = {name for name, opts in options.items() if "--db" in opts}
+    assert {"teachloop run", "teachloop sql", "teachloop lake maintain"} <= with_db
+    assert len(with_db) >= 15
+    assert not [name for name in with_db if "--data-path" not in options[name]]
+
+
+def test_a_data_path_with_a_duckdb_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "log.duckdb"
+    Store(db)
+    for argv in (
+        ["sql", "--db", str(db), "--data-path", str(tmp_path), "SELECT 1"],
+        ["run", "--db", str(db), "--data-path", str(tmp_path)],
+    ):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (
+            f"error: --data-path is a lake's option (--db ducklake:postgres:...), and {db} is a "
+            "DuckDB file: leave it out"
+        )

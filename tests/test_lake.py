@@ -590,6 +590,38 @@ def test_the_log_commands_work_on_a_lake(
     assert left == (0,)
 
 
+def test_every_log_command_takes_the_lake_options(
+    lake: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--data-path` as `run` takes it, on the commands that read and tend the log: the lake's
+    own is accepted, another is refused in one line (checked against the catalog)."""
+    target, data = lake
+    store = Store(target, data_path=data)
+    store.write_run(
+        RunRecord(run_id="r", lessons_planned=1, teacher_model="t", student_model="s", config="{}")
+    )
+    store.write_lessons([lesson("L1", [("7", False), ("5", True)])])
+    store.ensure_base("m")
+    lake_options = ["--db", target, "--data-path", str(data)]
+    for command, rest in (
+        (["sql"], ["SELECT count(*) FROM lessons"]),
+        (["lessons"], []),
+        (["replay"], ["L1"]),
+        (["export"], ["--run", "r", "--out", str(tmp_path / "x")]),
+        (["report"], ["--out", str(tmp_path / "report")]),
+        (["pairs"], []),
+        (["promote"], ["base"]),
+        (["migrate"], []),
+        (["lake", "maintain"], []),
+    ):
+        assert cli.main([*command, *lake_options, *rest]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    elsewhere = ["--db", target, "--data-path", str(tmp_path / "elsewhere")]
+    for argv in (["sql", *elsewhere, "SELECT 1"], ["lessons", *elsewhere]):
+        err = _error(argv, capsys)
+        assert "differs from the lake's data path" in err and str(data) in err
+
+
 def test_a_lake_without_the_scale_extra_names_the_fix(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
