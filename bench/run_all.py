@@ -31,6 +31,7 @@ BENCHES = {
     "embedded": "embedded_bench",
     "adapter": "adapter_bench",
     "lake": "lake_bench",
+    "view": "view_bench",
 }
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-from figures import Figure
+from figures import Figure, cpu_name
 from starlette.testclient import TestClient
 from store_bench import synthetic_logs
 
@@ -26,6 +28,7 @@ from teachloop.view import app
 
 RUNS = 4
 REPEATS = 5
+BEGIN, END = "<!-- view-bench:begin -->", "<!-- view-bench:end -->"
 
 
 def build(path: Path, messages: int) -> Store:
@@ -122,10 +125,15 @@ def measure(store: Store) -> dict:
     return result
 
 
-def run(messages: int) -> dict:
+def run(messages: int, db: Path | None = None) -> dict:
+    """Build the log (in a temporary directory, or at ``db`` if it does not exist yet: reused
+    as it is when it does) and time the pages."""
+    load = os.getloadavg()
+    date = datetime.now(UTC).strftime("%Y-%m-%d")
     with tempfile.TemporaryDirectory() as tmp:
+        path = db or Path(tmp) / "view.duckdb"
         started = time.perf_counter()
-        store = build(Path(tmp) / "view.duckdb", messages)
+        store = Store.open(path) if path.exists() else build(path, messages)
         built_s = time.perf_counter() - started
         result = measure(store)
         counts = store.query(
@@ -133,7 +141,7 @@ def run(messages: int) -> dict:
             "(SELECT count(*) FROM lessons) AS lessons, "
             "(SELECT count(*) FROM preference_pairs) AS pairs"
         ).to_pylist()[0]
-    return {**result, **counts, "build_s": built_s}
+    return {**result, **counts, "build_s": built_s, "load_average": load, "date": date}
 
 
 def figures() -> list[Figure]:
@@ -159,19 +167,35 @@ def figures() -> list[Figure]:
     ]
 
 
+def table(result: dict) -> str:
+    load = ", ".join(f"{x:.1f}" for x in result["load_average"])
+    lines = [
+        f"Measured {result['date']} on {cpu_name()}, {os.cpu_count()} cores (load average "
+        f"{load} at the start: other work shared the cores); {result['messages']:,} messages, "
+        f"{result['lessons']:,} lessons, {result['pairs']:,} pairs.",
+        "",
+        f"| page | first request | median of the next {REPEATS} |",
+        "|---|---:|---:|",
+    ]
+    for name, r in result["pages"].items():
+        lines.append(f"| {name} | {1000 * r['first_s']:.0f} ms | {1000 * r['median_s']:.0f} ms |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--db", type=Path, help="keep the log here (reused if it exists)")
+    parser.add_argument("--readme", type=Path, help="rewrite this README's view-bench table")
     args = parser.parse_args()
-    result = run(args.messages)
-    print(
-        f"{result['messages']:,} messages, {result['lessons']:,} lessons, {result['pairs']:,} "
-        f"pairs (built in {result['build_s']:.0f} s)"
-    )
-    print(f"| page | first request | median of next {REPEATS} |")
-    print("|---|---:|---:|")
-    for name, r in result["pages"].items():
-        print(f"| {name} | {1000 * r['first_s']:.0f} ms | {1000 * r['median_s']:.0f} ms |")
+    result = run(args.messages, args.db)
+    print(f"(log built in {result['build_s']:.0f} s)")
+    print(table(result))
+    if args.readme:
+        text = args.readme.read_text()
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        args.readme.write_text(f"{head}{BEGIN}\n{table(result)}\n{END}{tail}")
 
 
 if __name__ == "__main__":

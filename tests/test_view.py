@@ -350,6 +350,17 @@ def test_viewing_never_writes_and_mounts_under_a_prefix(log: Path) -> None:
     assert hashlib.sha256(log.read_bytes()).hexdigest() == before
 
 
+def test_plots_are_drawn_once_per_state_of_the_log(log: Path) -> None:
+    web = client(log)
+    first = web.get("/plots/pairs_by_rule.png").content
+    assert web.get("/plots/pairs_by_rule.png").content == first  # the cached drawing
+    store = Store(log)
+    store.write_lessons(hostile_lessons())  # a lesson with a self-corrected pair
+    store.build_pairs()
+    again = web.get("/plots/pairs_by_rule.png").content
+    assert again.startswith(b"\x89PNG") and again != first
+
+
 def test_refresh_toggle_adds_a_meta_refresh(log: Path) -> None:
     web = client(log)
     assert 'http-equiv="refresh"' not in web.get("/").text
