@@ -10,8 +10,8 @@ from teachloop.agents.prompts import student_prompt
 from teachloop.agents.student import Student
 from teachloop.agents.teacher import JUDGEMENT_SCHEMA, Teacher
 from teachloop.answers import extract_final_answer
-from teachloop.domains import Domain, DomainSet, Problem, Verdict, builtin_domains
 from teachloop.config import LessonConfig
+from teachloop.domains import Domain, DomainSet, Problem, Verdict, builtin_domains
 from teachloop.errors import ConfigError
 from teachloop.messages import Strategy, parse_message
 
