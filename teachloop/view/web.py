@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from teachloop.errors import TeachloopError
 from teachloop.messages import Critique, Question
-from teachloop.store.browse import LessonFilter, LogState, Outcome
+from teachloop.store.browse import LessonFilter, LogState, Outcome, RunRow
 from teachloop.store.store import Store
 from teachloop.training import experiment_report, report
 from teachloop.training.comparison import summarize_experiment
@@ -230,11 +230,17 @@ class _Viewer:
         models = self.store.run_models([r.run_id for r in page.items])
         return self.render(request, "runs.html", page=page, models=models)
 
-    def run(self, request: Request) -> Response:
+    def _run(self, request: Request) -> RunRow:
+        """The run the path names, or a 404 page."""
         run_id = request.path_params["run_id"]
         summary = self.store.run_row(run_id)
         if summary is None:
             raise HTTPException(404, f"run {run_id!r} is not in this log")
+        return summary
+
+    def run(self, request: Request) -> Response:
+        summary = self._run(request)
+        run_id = summary.run_id
         return self.render(
             request,
             "run.html",
@@ -245,10 +251,8 @@ class _Viewer:
         )
 
     def lessons(self, request: Request) -> Response:
-        run_id = request.path_params["run_id"]
-        summary = self.store.run_row(run_id)
-        if summary is None:
-            raise HTTPException(404, f"run {run_id!r} is not in this log")
+        summary = self._run(request)
+        run_id = summary.run_id
         topics = self.store.run_topics(run_id)
         leaked = _choice(request, "leaked", ("yes", "no"))
         where = LessonFilter(
