@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import helpers
 import pytest
 from conftest import adds_only_student, current_question, teacher_reply
 from markupsafe import escape
@@ -288,6 +289,21 @@ def test_lessons_filter_and_page(log: Path) -> None:
     assert listed("?status=complete")[0] == 6
     assert listed("?status=failed")[0] == 0
     assert listed("?leaked=no")[0] == 6 and listed("?leaked=yes")[0] == 0
+    # a run whose reteach stated the answer (helpers' hand-made lessons are of run "r")
+    store = Store(log)
+    store.write_run(
+        RunRecord(run_id="r", lessons_planned=2, teacher_model="t", student_model="s", config="{}")
+    )
+    store.write_lessons(
+        [
+            helpers.lesson("r-L0", [(" 4", False), (" 5", True)], leaked=True),
+            helpers.lesson("r-L1", [(" 5", True)]),
+        ]
+    )
+    leaked = web.get("/runs/r/lessons?leaked=yes").text
+    assert hrefs(leaked, "/lessons/") == ["/lessons/r-L0"]
+    assert hrefs(web.get("/runs/r/lessons?leaked=no").text, "/lessons/") == ["/lessons/r-L1"]
+    assert "leaked the answer" in web.get("/lessons/r-L0").text
     # paging links keep the filters; a new filter starts from the first page
     page = web.get("/runs/test-run/lessons?status=complete&offset=2").text
     assert "?status=complete&amp;offset=4" in page and "?status=complete&amp;offset=0" in page
@@ -528,12 +544,6 @@ def test_the_viewer_keeps_up_with_a_run_writing_the_file(tmp_path: Path) -> None
 # -- the command --------------------------------------------------------------------------------
 
 
-def teachloop(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "teachloop.cli", *args], capture_output=True, text=True, timeout=120
-    )
-
-
 class Served:
     """`teachloop view` in a child process, with the URL it printed."""
 
@@ -562,7 +572,7 @@ def test_view_command_serves_until_ctrl_c_and_errors_are_one_line(
 ) -> None:
     import urllib.request
 
-    missing = teachloop("view", "--db", str(tmp_path / "missing.duckdb"))
+    missing = helpers.teachloop("view", "--db", str(tmp_path / "missing.duckdb"))
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [
         f"error: database {tmp_path / 'missing.duckdb'} does not exist"
@@ -573,7 +583,7 @@ def test_view_command_serves_until_ctrl_c_and_errors_are_one_line(
         assert served.url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(served.url + "runs/test-run") as response:
             assert response.status == 200 and b"test-run" in response.read()
-        busy = teachloop("view", "--db", str(log), "--port", str(served.port))
+        busy = helpers.teachloop("view", "--db", str(log), "--port", str(served.port))
         assert busy.returncode == 2
         assert busy.stderr.strip().splitlines() == [
             f"error: port {served.port} on 127.0.0.1 is in use: stop what listens there or "
