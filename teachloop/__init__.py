@@ -5,7 +5,8 @@ message to DuckDB, and trains the student on its own mistakes.
     result = run_lessons(RunConfig.from_file("examples/arithmetic.toml"))
 
 More in README, "From Python": streaming (``stream_lessons``), the lesson graph itself
-(``lesson_graph``), own domains (``Domain``) and own models (``FunctionBackend``).
+(``lesson_graph``), own domains (``Domain``) and own models (``FunctionBackend``); the training
+loop (``run_loop``) and experiments (``run_experiment``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from teachloop.graphs.lesson import initial_state, lesson_graph
     from teachloop.graphs.runner import arun_lessons, run_lessons, stream_lessons
     from teachloop.graphs.summary import RunResult
+    from teachloop.pipelines.experiment import run_experiment
+    from teachloop.pipelines.loop import RoundResult, run_loop
     from teachloop.store.store import Store
 
 _LAZY = {
@@ -41,6 +44,9 @@ _LAZY = {
     "Problem": "teachloop.domains",
     "Verdict": "teachloop.domains",
     "RunResult": "teachloop.graphs.summary",
+    "run_loop": "teachloop.pipelines.loop",
+    "RoundResult": "teachloop.pipelines.loop",
+    "run_experiment": "teachloop.pipelines.experiment",
     "Store": "teachloop.store.store",
 }
 
@@ -65,6 +71,7 @@ __all__ = [
     "Question",
     "RayOptions",
     "Reteach",
+    "RoundResult",
     "RunConfig",
     "RunResult",
     "Store",
@@ -74,7 +81,9 @@ __all__ = [
     "initial_state",
     "lesson_graph",
     "parse_message",
+    "run_experiment",
     "run_lessons",
     "run_lessons_on_ray",
+    "run_loop",
     "stream_lessons",
 ]

@@ -287,3 +287,19 @@ def test_the_lesson_graph_as_a_subgraph_of_a_parent_graph(
     )
     store.write_lessons([lesson_log(final)])
     assert store.transcript("course-L0") == final["messages"]
+
+
+# -- the front door ------------------------------------------------------------------------------
+
+
+def test_every_public_name_imports_from_teachloop() -> None:
+    """``teachloop.__all__`` is the public API (the loop and experiments moved to
+    ``teachloop.pipelines``: users' ``from teachloop import run_loop`` must keep working)."""
+    import teachloop
+    from teachloop.pipelines.experiment import run_experiment
+    from teachloop.pipelines.loop import RoundResult, run_loop
+
+    for name in teachloop.__all__:
+        assert getattr(teachloop, name) is not None, name
+    assert (teachloop.run_loop, teachloop.RoundResult) == (run_loop, RoundResult)
+    assert teachloop.run_experiment is run_experiment
