@@ -22,6 +22,7 @@ from pathlib import Path
 import helpers
 import pytest
 from conftest import adds_only_student, current_question, teacher_reply
+from lake_support import Postgres
 from markupsafe import escape
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -375,6 +376,18 @@ def test_plots_are_drawn_once_per_state_of_the_log(log: Path) -> None:
     store.build_pairs()
     again = web.get("/plots/pairs_by_rule.png").content
     assert again.startswith(b"\x89PNG") and again != first
+
+
+def test_a_lake_is_viewed_like_a_file(log: Path, postgres: Postgres, tmp_path: Path) -> None:
+    target, data_path = postgres.lake(tmp_path / "view")
+    Store(target, data_path=data_path).merge(log)
+    web = client(target)
+    lessons = web.get("/runs/test-run/lessons?outcome=fixed").text
+    from_file = client(log).get("/runs/test-run/lessons?outcome=fixed").text
+    assert hrefs(lessons, "/lessons/") == hrefs(from_file, "/lessons/") != []
+    for url in ("/", "/runs/test-run", hrefs(lessons, "/lessons/")[0], "/pairs", "/training"):
+        assert web.get(url).status_code == 200, url
+    assert web.get("/plots/learning_curves.png").content.startswith(b"\x89PNG")
 
 
 def test_refresh_toggle_adds_a_meta_refresh(log: Path) -> None:
