@@ -34,7 +34,7 @@ from teachloop.graphs.runner import (
     start_run,
 )
 from teachloop.graphs.summary import RunResult, summarize
-from teachloop.records import ModelVersion
+from teachloop.records import ModelVersion, versioned_model
 from teachloop.store.store import Store
 
 _POLL_S = 0.5
@@ -80,7 +80,7 @@ def plan_run(store: Store, config: RunConfig, workers: int) -> RunPlan:
     config = config.with_run_id()
     assert config.run_id is not None
     version = promoted_student(store, config)
-    student_model = f"{config.student.model}@{version.version}"
+    student_model = versioned_model(config.student.model, version.version)
     start_run(store, config, student_model)
     done = store.finished_lessons(config.run_id)
     todo = [i for i in range(config.lessons) if lesson_id(config.run_id, i) not in done]

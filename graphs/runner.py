@@ -40,6 +40,7 @@ from teachloop.records import (
     LessonStatus,
     ModelVersion,
     RunRecord,
+    versioned_model,
 )
 from teachloop.store.records import MasteryCounts
 from teachloop.store.store import Store
@@ -200,7 +201,7 @@ class _Runner:
     ) -> None:
         self.config = config
         self.student_version = student_version
-        self.student_model = f"{config.student.model}@{student_version.version}"
+        self.student_model = versioned_model(config.student.model, student_version.version)
         self.run_id = run_id
         self.store = store
         self.agents = LessonAgents.from_config(config, domains, teacher_backend, student_backend)

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from teachloop.errors import StoreError
 from teachloop.messages import Message, parse_message
-from teachloop.records import LessonLog, LessonRecord, RunRecord
+from teachloop.records import LessonLog, LessonRecord, RunRecord, model_of, versioned_model
 from teachloop.store.base import Database, DuckDBFile, insert_new, set_meta, upsert
 from teachloop.store.browse import LogBrowser
 from teachloop.store.experiments import ExperimentLog
@@ -425,7 +425,8 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer, ProgressR
         params = {
             "run": run_id,
             "student": student_model,
-            "base": student_model.rsplit("@", 1)[0] + "@%",
+            # Any version of the same model: a prefix, not a LIKE pattern ("_" in a path).
+            "base": versioned_model(model_of(student_model), ""),
             "decay": decay,
             "exclude": list(exclude),
         }
@@ -436,7 +437,7 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer, ProgressR
                 FROM lessons l JOIN runs r USING (run_id)
                 WHERE l.status = 'complete' AND ($run IS NULL OR l.run_id = $run)
                   AND NOT list_contains($exclude::VARCHAR[], l.lesson_id)
-                  AND (r.student_model = $student OR r.student_model LIKE $base)),
+                  AND (r.student_model = $student OR starts_with(r.student_model, $base))),
             outcomes AS (
                 SELECT q.*, w.weight FROM question_outcomes q JOIN weights w USING (lesson_id)
                 WHERE w.weight > 0)"""

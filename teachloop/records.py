@@ -78,6 +78,19 @@ class RunRecord(BaseModel):
     config: str = Field(description="the run's config as JSON")
 
 
+def versioned_model(model: str, version: str) -> str:
+    """The one name of a student at a version, ``"<model>@<version>"``: what a run records as its
+    student (``runs.student_model``, which the estimate carried across runs matches on) and what
+    an in-process backend with an adapter calls itself."""
+    return f"{model}@{version}"
+
+
+def model_of(name: str) -> str:
+    """The model of a ``versioned_model`` name (a path may hold "@": the version follows the
+    last); a name without a version is the model itself."""
+    return name.rpartition("@")[0] or name
+
+
 class ModelVersion(BaseModel):
     """A student model: the base model, or the base plus a LoRA adapter trained from the log."""
 

@@ -30,7 +30,7 @@ from lake_support import Postgres
 
 from teachloop import RunConfig, cli, run_lessons
 from teachloop.agents.backends.scripted import ScriptedBackend
-from teachloop.records import RunRecord
+from teachloop.records import RunRecord, versioned_model
 from teachloop.store.base import KEYS
 from teachloop.store.store import ALL_TABLES, Store
 
@@ -263,7 +263,7 @@ async def test_workers_share_what_their_lessons_show(
     )
     store = Store.of(config)
     version = promoted_student(store, config)
-    start_run(store, config, f"{config.student.model}@{version.version}")
+    start_run(store, config, versioned_model(config.student.model, version.version))
 
     async def worker(share: list[int]) -> _Runner:
         backends = scripted(delay_s=0.01).values()

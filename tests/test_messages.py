@@ -114,3 +114,13 @@ def test_rejects_unknown_kind_extra_fields_and_bad_values() -> None:
 def test_message_ids_are_stable_and_ordered() -> None:
     assert message_id("run-L00003", 7) == "run-L00003-m007"
     assert message_id("x", 2) < message_id("x", 10)
+
+
+def test_a_versioned_model_name_parses_back_to_its_model() -> None:
+    """``model@version`` is built and read in one place (``teachloop.records``)."""
+    from teachloop.records import model_of, versioned_model
+
+    for model in ("gemma-3-270m", "/models/a@b/gemma", "org/model_1"):
+        name = versioned_model(model, "v0003")
+        assert (name, model_of(name)) == (f"{model}@v0003", model)
+    assert model_of("no-version") == "no-version"

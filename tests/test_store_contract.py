@@ -158,6 +158,8 @@ def test_mastery_counts_carry_across_runs_and_discount_other_versions(store: Log
     assert (topic.successes, topic.failures) == (0.5 * same.topics[0].successes, 0.5 * 2)
     assert store.mastery_counts("student@v0001", decay=0.0).topics == []
     assert store.mastery_counts("other@base").topics == []  # another model: nothing carries
+    # A model whose name matches as a LIKE pattern is still another model ("_" is no wildcard).
+    assert store.mastery_counts("stud_nt@v0001").topics == []
 
 
 def test_current_student_promotion_and_rollback(store: LogStore) -> None:

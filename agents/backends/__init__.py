@@ -8,6 +8,7 @@ from teachloop.agents.backends.base import Backend, Completion, GenerationReques
 from teachloop.agents.backends.function import FunctionBackend, langchain_backend
 from teachloop.config import EMBEDDED_MODEL, Role, RunConfig
 from teachloop.errors import ConfigError
+from teachloop.records import versioned_model
 
 
 def build_backend(config: RunConfig, role: Role, adapter: LoraAdapter | None = None) -> Backend:
@@ -46,7 +47,7 @@ def build_backend(config: RunConfig, role: Role, adapter: LoraAdapter | None = N
         resolve_model_path(agent.model),
         dtype=agent.dtype,
         max_batch_size=agent.max_batch_size,
-        name=agent.model if adapter is None else f"{agent.model}@{adapter.name}",
+        name=agent.model if adapter is None else versioned_model(agent.model, adapter.name),
         adapter_dir=adapter.path if adapter else None,
     )
 
