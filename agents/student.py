@@ -15,7 +15,7 @@ from teachloop.agents.backends.base import Backend, Completion, GenerationReques
 from teachloop.agents.prompts import DEFAULT_PROMPTS, ChatPrompt, Prompts
 from teachloop.config import RunConfig
 from teachloop.domains import DomainSet, Problem, builtin_domains
-from teachloop.messages import Answer, Question, Reteach, message_id
+from teachloop.messages import Answer, Question, Reteach, as_completion, message_id
 
 # Shown work ends in a line "Answer: <answer>" (markdown bold and "Final answer:" tolerated).
 _FINAL_LINE = re.compile(r"^[ \t*_#]*(?:final\s+)?answer[ \t*_]*:[ \t*_]*(.*)$", re.I | re.M)
@@ -88,7 +88,9 @@ class Student:
     def reference_completion(self, problem: Problem) -> str:
         """What a right reply to ``prompt(problem.question, ...)`` is, as a training target:
         the answer after the prompt's ``Answer:``, or with shown work the worked solution."""
-        return problem.worked_solution if self.shown_work else f" {problem.answer}"
+        return as_completion(
+            problem.worked_solution if self.shown_work else problem.answer, self.shown_work
+        )
 
     def request(
         self, question: str, topic: str, reteach: Reteach | None = None

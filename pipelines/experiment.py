@@ -205,9 +205,7 @@ def _seed_data(
                 "(finished lessons and arms are kept)"
             )
         pairs = store.run_pairs(run_id)
-        selective[key] = [
-            TrainingExample(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected) for p in pairs
-        ]
+        selective[key] = [TrainingExample.of_pair(p) for p in pairs]
         tokens[key] = store.teacher_tokens(run_id)
         wall[key] = result.wall_time_s
     problems = uniform_problems(domains, config.topics, exp.examples, seed, reserved)

@@ -8,19 +8,29 @@ For each question a student got wrong on the first try:
              else the reference in the student's format          (rule ``reference``): the
              bare answer, or for a student that showed its work (``Answer.shown_work``) the
              question's worked solution. ``target`` records which ('answer', 'solution').
-A completion follows its prompt as the student wrote it: after a space where the prompt ends in
-"Answer:", at the start of a line where a shown-work prompt ends in a newline.
+An answer is paired with its verdict by the critique's ``answer_id``.
 Pairs are deduplicated (id = hash of prompt, chosen, rejected), pairs whose chosen and rejected
-answers normalise to the same value are dropped, and each keeps its provenance (message ids).
+answers are the same answer are dropped, and each keeps its provenance (message ids).
+
+Two definitions are the core's, not SQL's: how a completion follows its prompt
+(``teachloop.messages.as_completion``) and when two answers are the same
+(``teachloop.answers.answers_match``). The SQL calls them as DuckDB Python functions
+(``student_completion``, ``same_answer``), registered on the connection that builds pairs.
 Building is incremental: a watermark over ``lessons.logged_at`` records what was consumed.
 A training job consumes pairs (``ModelRegistry.complete_job`` sets their ``job_id``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
-from teachloop.store.base import Connected, insert_new_sql, set_meta
+import duckdb
+from duckdb.sqltypes import BOOLEAN, VARCHAR
+
+from teachloop.answers import answers_match
+from teachloop.messages import as_completion
+from teachloop.store.base import Connected, Connection, insert_new_sql, set_meta
 from teachloop.store.records import PairBuild, PreferencePair
 
 WATERMARK_KEY = "pairs_watermark"
@@ -38,7 +48,8 @@ answers AS (
            coalesce((a.payload ->> '$.shown_work')::BOOLEAN, false) AS shown_work
     FROM unique_messages a
     JOIN unique_messages c
-      ON c.question_id = a.question_id AND c.kind = 'critique' AND c.attempt = a.attempt
+      ON c.kind = 'critique' AND (c.payload ->> '$.answer_id') = a.message_id
+         AND c.lesson_id IN (SELECT lesson_id FROM scope)
     WHERE a.kind = 'answer' AND a.lesson_id IN (SELECT lesson_id FROM scope)),
 corrected AS (
     SELECT question_id, min(attempt) AS attempt, arg_min(message_id, attempt) AS message_id,
@@ -50,11 +61,13 @@ reteaches AS (
     WHERE kind = 'reteach' AND lesson_id IN (SELECT lesson_id FROM scope)),
 candidates AS (
     SELECT w.run_id, w.lesson_id, w.question_id, w.topic, w.prompt,
-           CASE WHEN w.shown_work
-                THEN coalesce(c.text, nullif(q.payload ->> '$.solution', ''),
-                              'Answer: ' || (q.payload ->> '$.reference_answer'))
-                ELSE ' ' || coalesce(c.text, q.payload ->> '$.reference_answer') END AS chosen,
-           CASE WHEN w.shown_work THEN w.text ELSE ' ' || w.text END AS rejected,
+           -- The reference in the student's form: a question's solution is the problem's
+           -- worked solution (``Problem.worked_solution``, never empty).
+           student_completion(
+               coalesce(c.text, CASE WHEN w.shown_work THEN q.payload ->> '$.solution'
+                                     ELSE q.payload ->> '$.reference_answer' END),
+               w.shown_work) AS chosen,
+           student_completion(w.text, w.shown_work) AS rejected,
            CASE WHEN w.shown_work THEN 'solution' ELSE 'answer' END AS target,
            coalesce(c.final_answer, q.payload ->> '$.reference_answer') AS chosen_answer,
            w.final_answer AS rejected_answer,
@@ -73,12 +86,8 @@ pairs AS (
            run_id, lesson_id, question_id, topic, prompt, chosen, rejected, rule, source_ids,
            NULL::VARCHAR AS job_id, now() AS created_at, target
     FROM candidates
-    -- drop pairs whose answers normalise to the same value ("8" vs "8.0", a judge's flip-flop)
-    WHERE NOT coalesce(
-            try_cast(rejected_answer AS DOUBLE) = try_cast(chosen_answer AS DOUBLE),
-            lower(trim(rejected_answer)) = lower(trim(chosen_answer)),
-            false)
-      AND trim(chosen) <> trim(rejected)
+    -- drop pairs whose answers are the same answer ("8" vs "8.0", a judge's flip-flop)
+    WHERE NOT same_answer(chosen_answer, rejected_answer) AND trim(chosen) <> trim(rejected)
     QUALIFY row_number() OVER (PARTITION BY pair_id ORDER BY lesson_id, question_id) = 1)
 """
 
@@ -106,11 +115,32 @@ ORDER BY l.lesson_index, p.question_id
 )
 
 
+def _same_answer(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and answers_match(a, b)
+
+
+_FUNCTIONS = (
+    ("student_completion", as_completion, [VARCHAR, BOOLEAN], VARCHAR),
+    ("same_answer", _same_answer, [VARCHAR, VARCHAR], BOOLEAN),
+)
+
+
+def _with_core_functions(con: Connection) -> Connection:
+    """``con`` with the pair SQL's Python functions. DuckDB keeps them per open database, not
+    per connection: a second connection to the same open database finds them there."""
+    for name, function, parameters, returns in _FUNCTIONS:
+        # Already there when an earlier connection to this open database registered it.
+        with contextlib.suppress(duckdb.CatalogException):
+            con.create_function(name, function, parameters, returns, null_handling="special")
+    return con
+
+
 class PairBuilder(Connected):
     def build_pairs(self) -> PairBuild:
         """Turn the lessons logged since the last build into preference pairs, in one
         transaction (pairs and the moved watermark commit together, or neither does)."""
         with self.connect() as con:
+            _with_core_functions(con)
             con.execute("BEGIN")
             row = con.execute(
                 "SELECT value FROM teachloop_meta WHERE key = ?", [WATERMARK_KEY]
@@ -165,5 +195,7 @@ class PairBuilder(Connected):
         """The pairs one run's complete lessons give, in lesson order, built exactly as
         ``build_pairs`` builds them but not recorded (no watermark moves, nothing is
         consumed): experiments train on one run's data without touching the training queue."""
-        rows = self.query(_OF_RUN, {"run": run_id, "rules": list(rules)}).to_pylist()
+        with self.connect(read_only=True) as con:
+            params = {"run": run_id, "rules": list(rules)}
+            rows = _with_core_functions(con).execute(_OF_RUN, params).to_arrow_table().to_pylist()
         return [PreferencePair.model_validate(r) for r in rows]

@@ -143,6 +143,13 @@ def parse_message(data: str | bytes) -> Question | Answer | Critique | Reteach:
     return MESSAGE_ADAPTER.validate_json(data)
 
 
+def as_completion(reply: str, shown_work: bool) -> str:
+    """A student's reply as it follows its prompt: the one form every training target and pair
+    takes (``Answer.text`` is logged stripped). A direct answer follows the prompt's "Answer:"
+    after a space; shown work starts the line the prompt's final newline opened."""
+    return reply if shown_work else f" {reply}"
+
+
 def message_id(lesson_id: str, turn: int) -> str:
     """Stable id: a resumed lesson regenerates the same ids, so store writes stay idempotent."""
     return f"{lesson_id}-m{turn:03d}"

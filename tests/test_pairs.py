@@ -1,5 +1,8 @@
 """Preference pairs from hand-made logs: each rule, dedupe, the normalisation filter, the
-watermark."""
+watermark; the core's definitions the pair SQL uses (answer equality, the completion's form) and
+the answer-to-verdict link."""
+
+from collections.abc import Callable
 
 import pytest
 from conftest import current_question
@@ -9,8 +12,14 @@ from teachloop import Store
 from teachloop.agents.backends.base import GenerationRequest
 from teachloop.agents.backends.scripted import ScriptedBackend
 from teachloop.agents.prompts import student_prompt
+from teachloop.agents.student import Student
+from teachloop.answers import answers_match
+from teachloop.domains import Problem
 from teachloop.graphs.runner import run_lessons
+from teachloop.messages import Answer, Critique, Question, as_completion
+from teachloop.records import AnyMessage, LessonLog
 from teachloop.training.pairs import RULES, build_pairs, unused_pairs
+from teachloop.training.trainer import TrainingExample
 
 
 @pytest.fixture
@@ -118,3 +127,70 @@ def test_a_fix_after_a_leaked_reteach_is_tagged_and_not_trained_on(store: Store)
         "after_reteach_accuracy_no_leaks": 0.5,
         "leaked_reteaches": 1,
     }
+
+
+def _edited(log: LessonLog, edit: Callable[[AnyMessage], dict]) -> LessonLog:
+    """``log`` with each message updated by ``edit(message)`` (a dict of new field values)."""
+    return log.model_copy(update={"messages": [m.model_copy(update=edit(m)) for m in log.messages]})
+
+
+def test_same_answers_are_the_cores_answers_match(store: Store) -> None:
+    """One definition of answer equality (``answers_match``): "0.75" is "3/4" and "12.5" is
+    "12.5 km" (a cast to DOUBLE saw neither), "0.7" is not "3/4"."""
+    cases = [("3/4", "0.75"), ("12.5 km", "12.5"), ("3/4", "0.7")]
+    store.write_lessons(
+        [
+            lesson(f"L{i}", [(got, False), ("1", False)], question=f"What is {i}?", reference=ref)
+            for i, (ref, got) in enumerate(cases)
+        ]
+    )
+    build_pairs(store)
+    kept = [p.lesson_id for p in unused_pairs(store)]
+    assert kept == [f"L{i}" for i, (ref, got) in enumerate(cases) if not answers_match(ref, got)]
+    assert kept == ["L2"]
+
+
+def test_an_answer_meets_its_verdict_by_answer_id(store: Store) -> None:
+    """The critique names the answer it judged (``Critique.answer_id``); the pair SQL follows
+    that link, not the attempt numbers: here the critiques' attempts are swapped, and the wrong
+    first answer still pairs with the right second one."""
+    swapped = {0: 1, 1: 0}
+    log = _edited(
+        lesson("L1", [("7", False), ("5", True)]),
+        lambda m: {"attempt": swapped[m.attempt]} if isinstance(m, Critique) else {},
+    )
+    store.write_lessons([log])
+    build_pairs(store)
+    (pair,) = unused_pairs(store)
+    assert (pair.rule, pair.chosen, pair.rejected) == ("self_corrected", " 5", " 7")
+
+
+@pytest.mark.parametrize("shown_work", [False, True])
+def test_a_pair_and_a_uniform_example_follow_the_prompt_alike(
+    store: Store, shown_work: bool
+) -> None:
+    """How a completion follows its prompt is ``as_completion``'s: a lesson's pair (built in
+    SQL) and an experiment's uniform example (``Student.reference_completion``) agree."""
+    solution = "1 + 3 = 4\nAnswer: 4"
+    problem = Problem(
+        topic="arithmetic.addition",
+        difficulty=1,
+        question="What is 1 + 3?",
+        answer="4",
+        solution=solution,
+    )
+
+    def shown(m: AnyMessage) -> dict:
+        if isinstance(m, Question):
+            return {"solution": problem.worked_solution}
+        return {"shown_work": shown_work} if isinstance(m, Answer) else {}
+
+    log = lesson("L1", [("3", False), ("1", False)], question=problem.question, reference="4")
+    store.write_lessons([_edited(log, shown)])
+    build_pairs(store)
+    (pair,) = store.unused_pairs(targets=("solution" if shown_work else "answer",))
+    student = Student(None, shown_work=shown_work)
+    assert pair.chosen == student.reference_completion(problem)
+    assert pair.chosen == (solution if shown_work else " 4")
+    assert pair.rejected == as_completion("3", shown_work)
+    assert TrainingExample.of_pair(pair).chosen == pair.chosen

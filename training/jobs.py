@@ -125,7 +125,7 @@ def train(
     try:
         result = train_adapter(
             _base_dir(base_model),
-            [TrainingExample(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected) for p in pairs],
+            [TrainingExample.of_pair(p) for p in pairs],
             out_dir,
             train_config,
             parent_adapter=Path(parent.adapter_path) if parent.adapter_path else None,

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from teachloop.config import TrainingConfig
 from teachloop.errors import ConfigError
+from teachloop.store.records import PreferencePair
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
@@ -34,7 +35,9 @@ ADAPTER_NAME = "default"  # PEFT's name for the trained adapter; TRL adds a froz
 
 
 class TrainingExample(BaseModel):
-    """One preference pair; SFT trains on ``prompt`` -> ``chosen`` and ignores ``rejected``.
+    """What the trainer takes: one preference pair; SFT trains on ``prompt`` -> ``chosen`` and
+    ignores ``rejected``. ``chosen`` and ``rejected`` are completions as they follow the prompt
+    (``teachloop.messages.as_completion``): the trainer joins them to it unchanged.
 
     KD distils ``chosen`` (the reference answer in the student's format) from a teacher that
     reads ``teacher_prompt`` (the same question with the solution shown before it) instead of
@@ -47,6 +50,11 @@ class TrainingExample(BaseModel):
     chosen: str
     rejected: str
     teacher_prompt: str | None = None
+
+    @classmethod
+    def of_pair(cls, pair: PreferencePair) -> TrainingExample:
+        """A logged preference pair as the trainer takes it (jobs' and experiments' data)."""
+        return cls(prompt=pair.prompt, chosen=pair.chosen, rejected=pair.rejected)
 
 
 class StepLog(BaseModel):
