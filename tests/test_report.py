@@ -85,7 +85,9 @@ def _fill_training_tables(store: Store) -> None:
         for i, (rule, topic, job) in enumerate(pairs):
             con.execute(
                 """
-                INSERT INTO preference_pairs VALUES (?, 'test-run', 'test-run-L00000', ?, ?,
+                INSERT INTO preference_pairs (pair_id, run_id, lesson_id, question_id, topic,
+                    prompt, chosen, rejected, rule, source_ids, job_id, created_at)
+                VALUES (?, 'test-run', 'test-run-L00000', ?, ?,
                     'prompt', 'chosen', 'rejected', ?, ['m1'], ?, '2025-01-02 00:00:00+00')
                 """,
                 [f"pair-{i}", f"q{i}", topic, rule, job],
