@@ -55,7 +55,7 @@ from teachloop.messages import (
     Role,
     Strategy,
 )
-from teachloop.records import AnyMessage, EndReason, MasterySnapshot
+from teachloop.records import AnyMessage, EndReason, MasterySnapshot, outcome
 
 M = TypeVar("M", Question, Answer, Critique, Reteach)
 
@@ -211,15 +211,13 @@ def build_lesson_graph(
         """The question's final verdict: record it in the run's estimate, snapshot the topic,
         and end the lesson when its budget is spent or every topic is mastered."""
         question = _last(messages, Question)
-        critiques = [
-            m for m in messages if isinstance(m, Critique) and m.question_id == question.message_id
-        ]
-        reteach = None
-        if state["attempt"] > 0:  # a reteach happened: did it work?
-            reteach = (_last(messages, Reteach).strategy, critiques[-1].correct)
+        judged = outcome(messages, question.message_id)
+        assert judged is not None  # called on a critique of this question
+        # A reteach happened: did it work?
+        reteach = None if judged.strategy is None else (judged.strategy, judged.correct_final)
         mastery = agents.estimate.record(
             question.topic,
-            critiques[0].correct,
+            judged.correct_first,
             reteach,
             max_difficulty=teacher.max_difficulty(question.topic),
         )

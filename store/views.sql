@@ -40,8 +40,10 @@ SELECT f.message_id, f.run_id, f.lesson_id, f.turn, f.kind, f.sender, f.created_
 FROM flat f JOIN flat q ON q.message_id = f.about AND q.kind = 'question';
 
 -- One row per judged question: was it right first time, and in the end (after reteaching)?
--- The one definition of "first try" and "final": the lessons table's counts, the teacher's
--- estimate and the summaries all read it. `leaked`: a reteach stated the reference answer, so
+-- The log's definition of "first try" and "final": the lessons table's counts, the carried
+-- estimate and the summaries all read it. It is teachloop.records.outcome's, in SQL: a lesson
+-- decides with that function while it runs (the live estimate moves before anything is logged),
+-- and tests/test_lesson_graph.py checks both agree on every question of generated lessons. `leaked`: a reteach stated the reference answer, so
 -- a right final answer may be copied; `correct_final_no_leaks` does not credit those.
 -- A table macro over any relation of messages, so the writer can apply it to the batch it is
 -- writing (the view below applies it to the whole log).

@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from teachloop.messages import Answer, Critique, Question, Reteach, utcnow
+from teachloop.messages import Answer, Critique, Question, Reteach, Strategy, utcnow
 
 AnyMessage = Question | Answer | Critique | Reteach
+
+
+class Outcome(BaseModel):
+    """How a judged question went: what the teacher's estimate learns from it, and one row of
+    the store's ``question_outcomes`` view."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    correct_first: bool  # the verdict on attempt 0
+    correct_final: bool  # the verdict on the last attempt (after the last reteach)
+    reteaches: int
+    leaked: bool  # a reteach stated the reference answer
+    strategy: Strategy | None  # the last reteach's, if there was one
+
+
+def outcome(messages: Sequence[AnyMessage], question_id: str) -> Outcome | None:
+    """The one definition of first try and final, over a question's messages; None until its
+    first answer is judged. The lesson graph decides with it while the lesson runs (the live
+    estimate is updated before anything is logged); store/views.sql's ``question_outcomes_of``
+    states it again in SQL for the log, and ``tests/test_lesson_graph.py`` checks the two agree
+    on every question of generated lessons."""
+    critiques = [m for m in messages if isinstance(m, Critique) and m.question_id == question_id]
+    reteaches = [m for m in messages if isinstance(m, Reteach) and m.question_id == question_id]
+    first = [c.correct for c in critiques if c.attempt == 0]
+    if not first:
+        return None
+    return Outcome(
+        correct_first=any(first),
+        correct_final=max(critiques, key=lambda c: c.attempt).correct,
+        reteaches=len({r.message_id for r in reteaches}),
+        leaked=any(r.leaked for r in reteaches),
+        strategy=max(reteaches, key=lambda r: r.attempt).strategy if reteaches else None,
+    )
 
 
 class LessonStatus(StrEnum):

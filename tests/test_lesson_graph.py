@@ -1,9 +1,11 @@
-"""The lesson graph's branches, driven by scripted students of known behaviour."""
+"""The lesson graph's branches, driven by scripted students of known behaviour; its outcomes
+agree with the log's."""
 
 from datetime import UTC, datetime
 
 from conftest import current_question, teacher_reply
 
+from teachloop import Store
 from teachloop.agents.backends.base import GenerationRequest
 from teachloop.agents.backends.scripted import ScriptedBackend
 from teachloop.agents.student import Student
@@ -11,7 +13,9 @@ from teachloop.agents.teacher import Teacher
 from teachloop.config import LessonConfig
 from teachloop.domains import DomainSet, builtin_domains
 from teachloop.graphs.lesson import LessonAgents, build_lesson_graph, initial_state
+from teachloop.graphs.runner import run_lessons
 from teachloop.messages import Answer, Critique, Question, Reteach
+from teachloop.records import outcome
 
 ADD = ("arithmetic.addition",)
 
@@ -96,3 +100,38 @@ async def test_wrong_answer_gets_llm_feedback_and_a_category() -> None:
     assert critique.feedback == "Look at each place value in turn."
     assert critique.generation is not None
     assert critique.error_category.value in {"sign", "wrong", "close", "magnitude"}
+
+
+def test_the_graph_and_the_log_agree_on_every_questions_outcome(make_config) -> None:
+    """First try and final have one definition (``teachloop.records.outcome``), which the graph
+    applies live and the store's ``question_outcomes`` view states in SQL: on generated lessons
+    (right at once, fixed by a reteach, never fixed) both give every question the same outcome."""
+
+    def mixed(request: GenerationRequest) -> str:
+        n = solve(current_question(request.prompt))
+        fixed = "Teacher:" in request.prompt and n % 2 == 0
+        return right(request) if n % 3 == 0 or fixed else wrong(request)
+
+    config = make_config(
+        lessons=6, topics=ADD, lesson={"questions": 4, "max_reteaches": 2, "mastery_target": 1.0}
+    )
+    run_lessons(
+        config,
+        teacher_backend=ScriptedBackend(teacher_reply),
+        student_backend=ScriptedBackend(mixed),
+        progress=False,
+    )
+    store = Store(config.db)
+    fields = ("correct_first", "correct_final", "reteaches", "leaked")
+    rows = store.query(f"SELECT question_id, {', '.join(fields)} FROM question_outcomes")
+    logged = {r.pop("question_id"): r for r in rows.to_pylist()}
+    live = {}
+    for lesson in store.lessons(run_id="test-run"):
+        messages = store.transcript(lesson.lesson_id)
+        for q in (m for m in messages if isinstance(m, Question)):
+            judged = outcome(messages, q.message_id)
+            assert judged is not None
+            live[q.message_id] = judged.model_dump(include=set(fields))
+    assert live == logged and len(live) == 24
+    kinds_seen = {(o["correct_first"], o["correct_final"], o["reteaches"]) for o in live.values()}
+    assert {(True, True, 0), (False, True, 1), (False, False, 2)} <= kinds_seen
