@@ -14,11 +14,14 @@ verdict on a question also updates the estimate), ``reteach`` (the teacher expla
 superstep per message keeps LangGraph's per-step cost (and a checkpoint per step) at the
 minimum the protocol needs.
 
-Random choices are seeded by lesson and turn. Topic and strategy choices read the run's live
-estimate (``LessonAgents.estimate``, shared by every lesson in flight and updated after each
-judged question), so they depend on what other lessons have shown so far; a checkpoint holds each
-step's result, so a lesson resumed from its last checkpoint continues from the choices it made,
-and each question records the estimate it was chosen from (``Question.chosen_from``).
+The nodes' dependencies (teacher, student, settings, the run's live estimate) are bound into
+the graph as ``LessonAgents`` (its docstring says why not LangGraph's runtime context, and who
+owns the estimate). Random choices are seeded by lesson and turn. Topic and strategy choices
+read the run's live estimate (``LessonAgents.estimate``, shared by every lesson in flight and
+updated after each judged question), so they depend on what other lessons have shown so far; a
+checkpoint holds each step's result, so a lesson resumed from its last checkpoint continues
+from the choices it made, and each question records the estimate it was chosen from
+(``Question.chosen_from``).
 
 ``messages`` and ``snapshots`` are LangGraph ``DeltaChannel``s: a checkpoint stores the step's
 new messages, not the whole list again, so a step costs the same early and late in a lesson.
@@ -107,12 +110,31 @@ def initial_state(
 
 @dataclass(frozen=True)
 class LessonAgents:
+    """What the lesson graph's nodes work with, bound into the graph when it is built.
+
+    Not LangGraph's runtime context (``context_schema``, ``Runtime``), on purpose. A context is
+    supplied by whoever invokes the graph, per invocation, and a subgraph sees its parent's
+    (``Runtime.merge``: a child run without one inherits the parent's): so the graph
+    ``lesson_graph`` returns would have no agents when a user runs it as
+    ``graph.ainvoke(initial_state(...))`` or adds it as a node of their own graph (whose
+    context is theirs), unless every caller built and passed ours. Bound here, the graph is
+    whole wherever it runs. LangGraph also documents the context as immutable run-scoped data,
+    and ``estimate`` is mutable, shared by every lesson in flight.
+    ``tests/test_lesson_graph.py`` pins the LangGraph behaviour this rests on.
+
+    ``estimate``, the run's live estimate, has one owner: whoever builds these agents. The
+    runner (``graphs.runner._Runner``) builds one per run (per share on Ray), seeds it from the
+    store's counts when the run starts or resumes and adds other workers' evidence
+    (``LiveEstimate.absorb``); ``lesson_graph`` builds one per compiled graph, from the prior.
+    Inside a lesson only the critique node writes it (a question's final verdict,
+    ``LiveEstimate.record``); ask and reteach read it.
+    """
+
     teacher: Teacher
     student: Student
     topics: tuple[str, ...]
     lesson: LessonConfig
     seed: int
-    # The run's estimate, shared by its lessons; a graph of its own starts from the prior.
     estimate: LiveEstimate = field(default_factory=lambda: LiveEstimate(MasteryModel()))
 
     @classmethod

@@ -2,8 +2,11 @@
 agree with the log's."""
 
 from datetime import UTC, datetime
+from typing import TypedDict
 
 from conftest import current_question, teacher_reply
+from langgraph.graph import START, StateGraph
+from langgraph.runtime import Runtime
 
 from teachloop import Store
 from teachloop.agents.backends.base import GenerationRequest
@@ -135,3 +138,28 @@ def test_the_graph_and_the_log_agree_on_every_questions_outcome(make_config) -> 
     assert live == logged and len(live) == 24
     kinds_seen = {(o["correct_first"], o["correct_final"], o["reteaches"]) for o in live.values()}
     assert {(True, True, 0), (False, True, 1), (False, False, 2)} <= kinds_seen
+
+
+def test_a_subgraph_sees_its_parents_runtime_context_not_its_own() -> None:
+    """Why ``LessonAgents`` are bound into the graph rather than passed as LangGraph's runtime
+    context (graphs/lesson.py): a graph cannot carry a context of its own; it gets the one its
+    invoker passes, and as a subgraph its parent's. If this fails, LangGraph lets a compiled
+    graph keep its context: reconsider ``context_schema`` for the lesson graph."""
+
+    class State(TypedDict):
+        seen: str
+
+    def node(state: State, runtime: Runtime[dict]) -> dict:
+        return {"seen": repr(runtime.context)}
+
+    child_graph = StateGraph(State, context_schema=dict)
+    child_graph.add_node("node", node)
+    child_graph.add_edge(START, "node")
+    child = child_graph.compile()
+    parent_graph = StateGraph(State)
+    parent_graph.add_node("lesson", child)
+    parent_graph.add_edge(START, "lesson")
+    parent = parent_graph.compile()
+    assert child.invoke({"seen": ""}) == {"seen": "None"}  # invoked as ``lesson_graph`` is
+    assert parent.invoke({"seen": ""}) == {"seen": "None"}
+    assert parent.invoke({"seen": ""}, context={"user": 1}) == {"seen": "{'user': 1}"}
