@@ -224,38 +224,34 @@ class Teacher:
             worked_example=worked,
         )
 
-    def mask_answer(self, problem: Problem, text: str) -> str:
-        """``text`` with every statement of the reference answer replaced by ``MASK``: numbers
-        the domain's verifier accepts (other than the question's own), and for a text answer
-        its words, in any case."""
+    def answer_spans(self, problem: Problem, text: str) -> list[tuple[int, int]]:
+        """Where ``text`` states the reference answer, as (start, end) spans in order. A numeric
+        answer: each number the domain's verifier accepts, other than the question's own
+        (restating the question gives nothing away). Any other answer: its words as a whole
+        phrase, in any case and spacing ("ber" is not in "remember")."""
         if parse_number(problem.answer) is None:
             words = r"\s+".join(re.escape(w) for w in problem.answer.split())
-            return re.sub(rf"(?<!\w){words}(?!\w)", MASK, text, flags=re.IGNORECASE)
+            found = re.finditer(rf"(?<!\w){words}(?!\w)", text, flags=re.IGNORECASE)
+            return [m.span() for m in found]
         domain = self.domains.domain_for(problem.topic)
         own = set(numbers_in(problem.question))
-        for start, end, number in reversed(number_spans(text)):
-            if number in own:
-                continue
-            verdict = domain.verify(problem, number)
-            if verdict is not None and verdict.correct:
-                text = text[:start] + MASK + text[end:]
+        return [
+            (start, end)
+            for start, end, number in number_spans(text)
+            if number not in own
+            and (verdict := domain.verify(problem, number)) is not None
+            and verdict.correct
+        ]
+
+    def mask_answer(self, problem: Problem, text: str) -> str:
+        """``text`` with every statement of the reference answer replaced by ``MASK``."""
+        for start, end in reversed(self.answer_spans(problem, text)):
+            text = text[:start] + MASK + text[end:]
         return text
 
     def gives_away(self, problem: Problem, text: str) -> bool:
-        """Whether ``text`` states the reference answer. A numeric answer: some number in the
-        text that the domain's verifier accepts, other than the question's own numbers
-        (restating the question gives nothing away). Any other answer: its words, normalised,
-        appear in the text."""
-        if parse_number(problem.answer) is None:
-            reference = " ".join(problem.answer.lower().split())
-            return reference in " ".join(text.lower().split())
-        domain = self.domains.domain_for(problem.topic)
-        own = set(numbers_in(problem.question))
-        return any(
-            (verdict := domain.verify(problem, n)) is not None and verdict.correct
-            for n in numbers_in(text)
-            if n not in own
-        )
+        """Whether ``text`` states the reference answer (``answer_spans``)."""
+        return bool(self.answer_spans(problem, text))
 
     async def _generate(
         self,

@@ -134,6 +134,8 @@ def test_a_free_text_answer_leaks_by_its_words(tmp_path) -> None:
     problem = teacher.make_problem("geo.capitals", 1, random.Random(0))
     assert teacher.gives_away(problem, "Think of the city on the Seine: it is  PARIS.")
     assert not teacher.gives_away(problem, "Think of the city on the Seine.")
+    # a word, not a substring: a Parisian is not Paris
+    assert not teacher.gives_away(problem, "Ask a Parisian where the Seine flows.")
 
 
 async def test_critique_uses_the_verifier_not_the_llm_for_the_verdict() -> None:
