@@ -119,19 +119,21 @@ def _same_answer(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and answers_match(a, b)
 
 
+# (name, function, parameter types, return type, whether it is called with NULLs). A NULL
+# completion stays NULL (a question logged without its solution): the pair is then dropped.
 _FUNCTIONS = (
-    ("student_completion", as_completion, [VARCHAR, BOOLEAN], VARCHAR),
-    ("same_answer", _same_answer, [VARCHAR, VARCHAR], BOOLEAN),
+    ("student_completion", as_completion, [VARCHAR, BOOLEAN], VARCHAR, "default"),
+    ("same_answer", _same_answer, [VARCHAR, VARCHAR], BOOLEAN, "special"),
 )
 
 
 def _with_core_functions(con: Connection) -> Connection:
     """``con`` with the pair SQL's Python functions. DuckDB keeps them per open database, not
     per connection: a second connection to the same open database finds them there."""
-    for name, function, parameters, returns in _FUNCTIONS:
+    for name, function, parameters, returns, nulls in _FUNCTIONS:
         # Already there when an earlier connection to this open database registered it.
         with contextlib.suppress(duckdb.CatalogException):
-            con.create_function(name, function, parameters, returns, null_handling="special")
+            con.create_function(name, function, parameters, returns, null_handling=nulls)
     return con
 
 
