@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from teachloop.graphs.lesson import initial_state, lesson_graph
     from teachloop.graphs.runner import arun_lessons, run_lessons, stream_lessons
     from teachloop.graphs.summary import RunResult
-    from teachloop.pipelines.experiment import run_experiment
-    from teachloop.pipelines.loop import RoundResult, run_loop
     from teachloop.store.store import Store
+    from teachloop.training.experiment import run_experiment
+    from teachloop.training.loop import RoundResult, run_loop
 
 _LAZY = {
     # Imported on first use: they pull in LangGraph, DuckDB and (for models) torch.
@@ -44,9 +44,9 @@ _LAZY = {
     "Problem": "teachloop.domains",
     "Verdict": "teachloop.domains",
     "RunResult": "teachloop.graphs.summary",
-    "run_loop": "teachloop.pipelines.loop",
-    "RoundResult": "teachloop.pipelines.loop",
-    "run_experiment": "teachloop.pipelines.experiment",
+    "run_loop": "teachloop.training.loop",
+    "RoundResult": "teachloop.training.loop",
+    "run_experiment": "teachloop.training.experiment",
     "Store": "teachloop.store.store",
 }
 

@@ -271,7 +271,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_loop(args: argparse.Namespace) -> int:
-    from teachloop.pipelines.loop import RoundResult, run_loop
+    from teachloop.training.loop import RoundResult, run_loop
 
     config = _config(args).with_overrides(run_id=args.run_id)
 
@@ -313,8 +313,8 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from teachloop.pipelines.experiment import run_experiment
     from teachloop.training.comparison import summarize_experiment
+    from teachloop.training.experiment import run_experiment
     from teachloop.training.experiment_report import render_markdown, write_experiment_report
 
     config = _config(args)

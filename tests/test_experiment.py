@@ -9,8 +9,8 @@ from tiny_model import build_tiny_model
 
 from teachloop import RunConfig, Store, cli
 from teachloop.errors import StoreError, TeachloopError
-from teachloop.pipelines.experiment import run_experiment, uniform_problems
 from teachloop.training.comparison import summarize_experiment
+from teachloop.training.experiment import run_experiment, uniform_problems
 from teachloop.training.experiment_report import write_experiment_report
 
 ARMS = ["base", "uniform_sft", "selective_sft", "kd"]
@@ -47,7 +47,7 @@ def experiment_config(tmp_path: Path, tiny: Path, **experiment: object) -> RunCo
 def test_arms_get_equal_budgets_and_a_crash_redoes_only_the_unfinished_arm(
     tmp_path, tiny, monkeypatch
 ) -> None:
-    import teachloop.pipelines.experiment as experiment
+    import teachloop.training.experiment as experiment
 
     trained: list[str] = []
     real_train = experiment.train_adapter
@@ -139,8 +139,8 @@ def test_arms_get_equal_budgets_and_a_crash_redoes_only_the_unfinished_arm(
 
 def test_a_changed_design_under_the_same_name_is_refused(tmp_path, tiny) -> None:
     store = Store(tmp_path / "exp.duckdb")
-    from teachloop.pipelines.experiment import _design
     from teachloop.store.experiments import ExperimentRecord
+    from teachloop.training.experiment import _design
 
     config = experiment_config(tmp_path, tiny)
     store.write_experiment(ExperimentRecord(experiment="tiny", config=_design(config)), [0])

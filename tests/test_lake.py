@@ -380,12 +380,12 @@ def test_loop_rounds_on_ray_workers_with_maintenance(
 ) -> None:
     """`teachloop loop --ray --maintain`: each round's lessons on two workers, training and the
     gate on the driver, the lake maintained after the round."""
-    import teachloop.pipelines.loop
+    import teachloop.training.loop
 
     def not_in_this_process(*args: object, **kwargs: object) -> None:
         raise AssertionError("--ray ran the lessons in the driver")
 
-    monkeypatch.setattr(teachloop.pipelines.loop, "run_lessons", not_in_this_process)
+    monkeypatch.setattr(teachloop.training.loop, "run_lessons", not_in_this_process)
     target, data = lake
     config = tmp_path / "loop.toml"
     config.write_text(

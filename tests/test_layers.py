@@ -1,8 +1,9 @@
 """The layering rule: five floors, each importing only its own area and the floors below:
 the core (``teachloop/``) at the bottom; ``agents`` and ``store`` on it (each only the core);
-``graphs`` and ``training`` above them (each imports agents and store, not each other);
-``pipelines`` (the loop and experiments: they compose lessons and training) above those; the
-app (``teachloop/cli.py``, ``teachloop/view/``) on top, imported by nothing.
+``graphs`` above them (lessons drive the agents and write the store); ``training`` above graphs
+(it reads the store and runs the student through the agents; its loop and experiments run
+lessons through graphs, which never imports training: the data flows agents <- graphs -> store
+-> training); the app (``teachloop/cli.py``, ``teachloop/view/``) on top, imported by nothing.
 
 Read from the source (every import statement, those inside functions and ``TYPE_CHECKING``
 blocks too), not from what happens to be imported at run time. An import the rule forbids either
@@ -33,25 +34,23 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "store": frozenset({"core", "store"}),
     # Lessons drive the agents and write to the store.
     "graphs": frozenset({"core", "agents", "store", "graphs"}),
-    # Training reads the store, and runs the student model (evaluation, adapters) through the
-    # agents' backends; it does not run lessons.
-    "training": frozenset({"core", "agents", "store", "training"}),
-    # Jobs made of lessons and training (the loop's rounds, experiments' arms): the one place
-    # graphs and training meet, so neither of them needs the other.
-    "pipelines": frozenset({"core", "agents", "store", "graphs", "training", "pipelines"}),
+    # Training reads the store, runs the student model (evaluation, adapters) through the agents'
+    # backends, and its periodic jobs (the loop's rounds, experiments' arms) run lessons through
+    # graphs; nothing below it imports training.
+    "training": frozenset({"core", "agents", "store", "graphs", "training"}),
     # The app (APP_MODULES: the CLI, the web viewer) wraps everything; nothing imports it.
-    "app": frozenset({"core", "agents", "store", "graphs", "training", "pipelines", "app"}),
+    "app": frozenset({"core", "agents", "store", "graphs", "training", "app"}),
 }
 
 # Imports that break the rule today: (importing module, imported module) -> why, and the fix.
 # Remove an entry once its import is gone (test_allowed_violations_still_exist insists).
 ALLOWED_VIOLATIONS: dict[tuple[str, str], str] = {}
 
-_AREAS = ("agents", "graphs", "store", "training", "pipelines")
+_AREAS = ("agents", "graphs", "store", "training")
 
 # The app layer: the modules in teachloop/ that wrap the areas for a user (commands, the web
 # viewer, which reads the store and draws training's plots). Everything else in teachloop/ is the
-# shared core. A new engine that composes areas (like the loop) goes in pipelines/, not here; a
+# shared core. A new engine that composes areas (like the loop) goes in training/, not here; a
 # module the areas share must stay free of them.
 APP_MODULES = ("teachloop.cli", "teachloop.view")
 
@@ -177,7 +176,7 @@ def test_every_layer_imports_only_what_it_may() -> None:
     )
     assert not lines, (
         "imports against the layering rule (move the import; or move a module that composes "
-        "lessons and training to pipelines/; or allow-list it with the reason in "
+        "lessons and training to training/; or allow-list it with the reason in "
         "ALLOWED_VIOLATIONS):\n" + "\n".join(lines)
     )
 
@@ -197,7 +196,7 @@ def test_every_package_has_a_layer() -> None:
 
 def test_the_scan_sees_every_area() -> None:
     modules = {m for m, _, _ in source_modules()}
-    assert {"teachloop.cli", "teachloop.pipelines.loop", "teachloop.domains.base"} <= modules
+    assert {"teachloop.cli", "teachloop.training.loop", "teachloop.domains.base"} <= modules
     assert {layer_of(m) for m in modules} == set(MAY_IMPORT)
     assert "teachloop.agents.backends.base" in modules  # nested packages too
     assert not any(m.startswith("teachloop.teachloop") for m in modules)
@@ -272,8 +271,8 @@ def test_relative_and_package_imports_resolve() -> None:
         ("teachloop", "core"),
         ("teachloop.domains.heldout", "core"),
         ("teachloop.cli", "app"),
-        ("teachloop.pipelines.loop", "pipelines"),
-        ("teachloop.pipelines.experiment", "pipelines"),
+        ("teachloop.training.loop", "training"),
+        ("teachloop.training.experiment", "training"),
         ("teachloop.view.web", "app"),
         ("teachloop.agents.backends.base", "agents"),
         ("teachloop.training.jobs", "training"),

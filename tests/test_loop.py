@@ -8,7 +8,7 @@ from tiny_model import build_tiny_model
 
 from teachloop import RunConfig, Store, cli
 from teachloop.errors import ConfigError
-from teachloop.pipelines.loop import RoundResult, run_loop
+from teachloop.training.loop import RoundResult, run_loop
 
 
 @pytest.fixture(scope="module")

@@ -294,10 +294,10 @@ def test_the_lesson_graph_as_a_subgraph_of_a_parent_graph(
 
 def test_every_public_name_imports_from_teachloop() -> None:
     """``teachloop.__all__`` is the public API (the loop and experiments moved to
-    ``teachloop.pipelines``: users' ``from teachloop import run_loop`` must keep working)."""
+    ``teachloop.training``: users' ``from teachloop import run_loop`` must keep working)."""
     import teachloop
-    from teachloop.pipelines.experiment import run_experiment
-    from teachloop.pipelines.loop import RoundResult, run_loop
+    from teachloop.training.experiment import run_experiment
+    from teachloop.training.loop import RoundResult, run_loop
 
     for name in teachloop.__all__:
         assert getattr(teachloop, name) is not None, name
