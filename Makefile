@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_DB := runs/demo.duckdb
 
-.PHONY: demo demo-vllm test test-slow test-plain-install bench experiment lint install install-vllm install-browser clean
+.PHONY: demo demo-vllm test test-slow test-plain-install bench docs experiment lint install install-vllm install-browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +90,12 @@ bench: install
 # The selective-vs-uniform experiment on the embedded model (README "Experiments"): long, a bench.
 experiment: install
 	HF_HUB_OFFLINE=1 $(BIN)/teachloop experiment --config examples/experiment.toml
+
+# The documentation site from docs/ (mkdocs.yml) into build/site, offline. Strict: a warning, a
+# broken link or anchor fails it (tests/test_docs.py runs the same build in `make test`).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@echo "docs: build/site/index.html"
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
