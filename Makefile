@@ -87,7 +87,7 @@ test-plain-install:
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run_all.py --readme README.md
 
-# The selective-vs-uniform experiment on the embedded model (README "Experiments"): long, a bench.
+# The selective-vs-uniform experiment on the embedded model (docs/experiments.md): long, a bench.
 experiment: install
 	HF_HUB_OFFLINE=1 $(BIN)/teachloop experiment --config examples/experiment.toml
 

@@ -160,7 +160,7 @@ DEFAULTS: Mapping[str, str] = {
     "judge_chat": JUDGE_CHAT,
 }
 
-# What each template may use (documented in README "Prompts").
+# What each template may use (documented in docs/real-tasks.md, "Prompts").
 TEMPLATE_VARIABLES: Mapping[str, tuple[str, ...]] = {
     "student": (
         "instruction",
