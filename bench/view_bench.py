@@ -186,7 +186,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--db", type=Path, help="keep the log here (reused if it exists)")
-    parser.add_argument("--readme", type=Path, help="rewrite the view-bench table in this file (docs/viewer.md)")
+    parser.add_argument(
+        "--readme", type=Path, help="rewrite the view-bench table in this file (docs/viewer.md)"
+    )
     args = parser.parse_args()
     result = run(args.messages, args.db)
     print(f"(log built in {result['build_s']:.0f} s)")
