@@ -372,6 +372,9 @@ class ExperimentConfig(_Strict):
     # [training].steps optimizer steps.
     examples: int = Field(default=64, ge=1)
     lessons: int = Field(default=32, ge=1, description="lessons per seed for selective data")
+    # The one pre-registered comparison (arm, reference), stated in the report before any
+    # number; every other comparison is secondary (Holm-adjusted). None: all are exploratory.
+    primary: tuple[str, str] | None = None
 
     @field_validator("arms", mode="before")
     @classmethod
@@ -402,6 +405,11 @@ class ExperimentConfig(_Strict):
         names = [a.name for a in self.arm_configs()]
         if len(set(names)) != len(names):
             raise ValueError("two arms have the same name")
+        for name in self.primary or ():
+            if name not in names:
+                raise ValueError(f"primary names {name!r}, which is not an arm here")
+        if self.primary and self.primary[0] == self.primary[1]:
+            raise ValueError("primary compares an arm with itself: name two arms")
         return self
 
     def arm_configs(self) -> list[ArmConfig]:
