@@ -64,6 +64,16 @@ class ArmAccuracy(Row):
     accuracy: float
 
 
+class DifficultyAccuracy(Row):
+    """An arm's held-out accuracy on one seed at one difficulty."""
+
+    arm: str
+    seed: int
+    difficulty: int
+    questions: int
+    accuracy: float
+
+
 class Discordance(Row):
     """Two arms' answers to the same held-out questions on one seed: how often only the first
     (``a_only``) or only the second (``b_only``) was right. McNemar's test reads these."""
@@ -155,6 +165,27 @@ class ExperimentLog(Connected):
             [experiment],
         ).to_pylist()
         return [ArmAccuracy.model_validate(r) for r in rows]
+
+    def difficulty_accuracy(self, experiment: str) -> list[DifficultyAccuracy]:
+        """Per arm, seed and difficulty: held-out accuracy."""
+        rows = self.query(
+            """
+            SELECT arm, seed, difficulty, count(*) AS questions, avg(correct::INT) AS accuracy
+            FROM experiment_outcomes WHERE experiment = ?
+            GROUP BY arm, seed, difficulty
+            ORDER BY arm, seed, difficulty
+            """,
+            [experiment],
+        ).to_pylist()
+        return [DifficultyAccuracy.model_validate(r) for r in rows]
+
+    def experiment_design(self, experiment: str) -> str | None:
+        """The experiment's design as stored (JSON text: the run config without the seeds);
+        None for an experiment not in the log."""
+        row = self.query(
+            "SELECT config::VARCHAR AS config FROM experiments WHERE experiment = ?", [experiment]
+        ).to_pylist()
+        return row[0]["config"] if row else None
 
     def discordance(self, experiment: str, against: Sequence[str]) -> list[Discordance]:
         """Every arm against each of ``against`` on the same questions and seeds, overall and

@@ -20,6 +20,7 @@ from teachloop.records import LessonLog, LessonRecord, ModelVersion, RunRecord
 from teachloop.store.experiments import (
     ArmAccuracy,
     ArmResult,
+    DifficultyAccuracy,
     Discordance,
     ExperimentRecord,
     QuestionOutcome,
@@ -164,6 +165,10 @@ class LogStore(Protocol):
     def arm_results(self, experiment: str) -> list[ArmResult]: ...
 
     def experiment_accuracy(self, experiment: str) -> list[ArmAccuracy]: ...
+
+    def difficulty_accuracy(self, experiment: str) -> list[DifficultyAccuracy]: ...
+
+    def experiment_design(self, experiment: str) -> str | None: ...
 
     def discordance(self, experiment: str, against: Sequence[str]) -> list[Discordance]: ...
 
