@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -22,6 +22,7 @@ import pyarrow as pa
 from teachloop.errors import StoreError
 
 Connection = duckdb.DuckDBPyConnection
+T = TypeVar("T")
 
 _LOCK_WAIT_S = 60.0
 # One writer per file within a process. Across processes DuckDB's file lock already allows only
@@ -48,10 +49,14 @@ class Database(Protocol):
 
     def writing(self) -> AbstractContextManager[Connection]: ...
 
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """``work`` on a read-only connection (a lake's is run again across a catalog
+        restart)."""
+        ...
+
 
 def query(db: Database, sql: str, params: list | dict | None = None) -> pa.Table:
-    with db.connect(read_only=True) as con:
-        return con.execute(sql, params or []).to_arrow_table()
+    return db.read(lambda con: con.execute(sql, params or []).to_arrow_table())
 
 
 class Connected:
@@ -128,6 +133,10 @@ class DuckDBFile:
         with writer_lock(str(self.path.resolve())), self.connect() as con:
             yield con
 
+    def read(self, work: Callable[[Connection], T]) -> T:
+        with self.connect(read_only=True) as con:
+            return work(con)
+
 
 def writer_lock(location: str) -> threading.Lock:
     """The process's one lock for writing to ``location``."""
@@ -151,6 +160,9 @@ KEYS: dict[str, tuple[str, ...]] = {
     "experiments": ("experiment",),
     "experiment_arms": ("experiment", "seed", "arm"),
     "experiment_outcomes": ("experiment", "seed", "arm", "question_index"),
+    "experiment_seeds": ("experiment", "seed"),
+    "experiment_examples": ("experiment", "seed", "arm", "position"),
+    "experiment_validation": ("experiment", "seed", "question_index"),
 }
 
 

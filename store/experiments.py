@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+import duckdb
 import pyarrow as pa
 from pydantic import Field
 
@@ -52,6 +53,53 @@ class QuestionOutcome(Row):
     difficulty: int
     question: str
     correct: bool
+    answer: str | None = None  # the final answer read from the reply (None: none found)
+
+
+class SeedPlan(Row):
+    """What a seed fixes before any arm runs: the budget, and the oracle's topics."""
+
+    experiment: str
+    seed: int
+    examples: int
+    weak_topics: list[str]
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ExperimentExample(Row):
+    """One example an arm trained on, in training order (a budget n takes the first n)."""
+
+    experiment: str
+    seed: int
+    arm: str
+    position: int
+    topic: str
+    difficulty: int | None
+    question: str
+    completion: str
+
+
+class ValidationOutcome(Row):
+    """The starting student's answer to one question of a seed's validation split."""
+
+    experiment: str
+    seed: int
+    question_index: int
+    topic: str
+    difficulty: int
+    question: str
+    answer: str | None
+    correct: bool
+
+
+class TrainedShare(Row):
+    """How much of what an arm trained on (on one seed) was about a topic."""
+
+    seed: int
+    arm: str
+    topic: str
+    examples: int
+    share: float
 
 
 class ArmAccuracy(Row):
@@ -134,16 +182,81 @@ class ExperimentLog(Connected):
             .to_pylist()
         )
 
-    def write_arm_result(self, result: ArmResult, outcomes: Sequence[QuestionOutcome]) -> None:
-        """An arm's result and its answers, together (a killed write leaves neither)."""
-        table = pa.Table.from_pylist([o.model_dump() for o in outcomes])
+    def write_arm_result(
+        self,
+        result: ArmResult,
+        outcomes: Sequence[QuestionOutcome],
+        examples: Sequence[ExperimentExample] = (),
+    ) -> None:
+        """An arm's result, its answers and what it trained on, together (a killed write
+        leaves none of them)."""
         with self.connect() as con:
             con.execute("BEGIN")
-            con.register("batch_outcomes", table)
-            upsert(con, "experiment_outcomes", "batch_outcomes")
-            con.register("batch_arm", pa.Table.from_pylist([result.model_dump()]))
-            upsert(con, "experiment_arms", "batch_arm")
+            for table, rows in (
+                ("experiment_outcomes", outcomes),
+                ("experiment_examples", examples),
+                ("experiment_arms", [result]),
+            ):
+                if rows:
+                    _upsert_rows(con, table, rows)
             con.execute("COMMIT")
+
+    def fix_seed_plan(self, plan: SeedPlan, validation: Sequence[ValidationOutcome]) -> SeedPlan:
+        """Store a seed's plan and its validation answers unless the seed has one already;
+        return the stored plan (the first one wins: a resumed seed keeps its budget)."""
+        with self.connect() as con:
+            con.execute("BEGIN")
+            _insert_new_rows(con, "experiment_seeds", [plan])
+            if validation:
+                _insert_new_rows(con, "experiment_validation", validation)
+            con.execute("COMMIT")
+        stored = self.seed_plan(plan.experiment, plan.seed)
+        assert stored is not None
+        return stored
+
+    def seed_plan(self, experiment: str, seed: int) -> SeedPlan | None:
+        rows = self.query(
+            "SELECT * FROM experiment_seeds WHERE experiment = ? AND seed = ?", [experiment, seed]
+        ).to_pylist()
+        return SeedPlan.model_validate(rows[0]) if rows else None
+
+    def experiment_examples(self, experiment: str) -> list[ExperimentExample]:
+        rows = self.query(
+            "SELECT * FROM experiment_examples WHERE experiment = ? ORDER BY seed, arm, position",
+            [experiment],
+        ).to_pylist()
+        return [ExperimentExample.model_validate(r) for r in rows]
+
+    def run_questions(self, run_id: str) -> dict[str, tuple[str, int]]:
+        """A run's questions by message id: (text, difficulty)."""
+        table = self.query(
+            "SELECT message_id, text, difficulty FROM messages "
+            "WHERE run_id = ? AND kind = 'question'",
+            [run_id],
+        ).to_pylist()
+        return {r["message_id"]: (r["text"], r["difficulty"]) for r in table}
+
+    def trained_shares(self, experiment: str) -> list[TrainedShare]:
+        """Per seed, arm and topic: the share of the examples the arm trained on, the
+        targeting each arm's data actually had."""
+        rows = self.query(
+            """
+            SELECT seed, arm, topic, count(*) AS examples,
+                   count(*) / sum(count(*)) OVER (PARTITION BY seed, arm) AS share
+            FROM experiment_examples WHERE experiment = ?
+            GROUP BY seed, arm, topic ORDER BY seed, arm, topic
+            """,
+            [experiment],
+        ).to_pylist()
+        return [TrainedShare.model_validate(r) for r in rows]
+
+    def validation_outcomes(self, experiment: str) -> list[ValidationOutcome]:
+        rows = self.query(
+            "SELECT * FROM experiment_validation WHERE experiment = ? "
+            "ORDER BY seed, question_index",
+            [experiment],
+        ).to_pylist()
+        return [ValidationOutcome.model_validate(r) for r in rows]
 
     def arm_results(self, experiment: str) -> list[ArmResult]:
         rows = self.query(
@@ -226,6 +339,20 @@ class ExperimentLog(Connected):
             {"prefix": _regex_literal(experiment)},
         ).to_pylist()
         return [TopicShare.model_validate(r) for r in rows]
+
+
+def _batch(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Row]) -> str:
+    name = f"batch_{table}"
+    con.register(name, pa.Table.from_pylist([r.model_dump() for r in rows]))
+    return name
+
+
+def _upsert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Row]) -> None:
+    upsert(con, table, _batch(con, table, rows))
+
+
+def _insert_new_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Row]) -> None:
+    insert_new(con, table, _batch(con, table, rows))
 
 
 def _regex_literal(text: str) -> str:

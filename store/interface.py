@@ -22,9 +22,13 @@ from teachloop.store.experiments import (
     ArmResult,
     DifficultyAccuracy,
     Discordance,
+    ExperimentExample,
     ExperimentRecord,
     QuestionOutcome,
+    SeedPlan,
     TopicShare,
+    TrainedShare,
+    ValidationOutcome,
 )
 from teachloop.store.pairs import TARGETS, TRAINED_RULES
 from teachloop.store.records import (
@@ -160,7 +164,26 @@ class LogStore(Protocol):
 
     def experiments(self) -> list[str]: ...
 
-    def write_arm_result(self, result: ArmResult, outcomes: Sequence[QuestionOutcome]) -> None: ...
+    def write_arm_result(
+        self,
+        result: ArmResult,
+        outcomes: Sequence[QuestionOutcome],
+        examples: Sequence[ExperimentExample] = (),
+    ) -> None: ...
+
+    def fix_seed_plan(
+        self, plan: SeedPlan, validation: Sequence[ValidationOutcome]
+    ) -> SeedPlan: ...
+
+    def seed_plan(self, experiment: str, seed: int) -> SeedPlan | None: ...
+
+    def experiment_examples(self, experiment: str) -> list[ExperimentExample]: ...
+
+    def validation_outcomes(self, experiment: str) -> list[ValidationOutcome]: ...
+
+    def run_questions(self, run_id: str) -> dict[str, tuple[str, int]]: ...
+
+    def trained_shares(self, experiment: str) -> list[TrainedShare]: ...
 
     def arm_results(self, experiment: str) -> list[ArmResult]: ...
 

@@ -11,27 +11,44 @@ the extensions ~0.7 s) and hands out a cursor per operation.
 DuckLake has no PRIMARY KEY or UNIQUE: rows stay unique by design (every write is
 ``insert_new``/``upsert`` on the keys in ``base.KEYS``, each lesson has one writer and
 deterministic message ids) and the views count a duplicate that slips through once.
+
+A restart of the catalog's PostgreSQL (a failover, an upgrade) is waited for, up to
+``reconnect_timeout_s``: a read that fails while the catalog is unreachable is retried once it
+is back (reads fail with a catchable error, measured); writes run in a child process
+(``lake_writer``), because a write the restart interrupts aborts the process that runs it.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
 from teachloop.config import LAKE_PREFIX
 from teachloop.environment import default_cache_root
-from teachloop.errors import StoreError
+from teachloop.errors import CatalogUnavailable, StoreError
 from teachloop.store.base import Connection, writer_lock
 
 _CATALOG = "lake"
+T = TypeVar("T")
 # DuckLake retries a commit that conflicts with another writer's (10 times by default); with many
 # workers committing small batches that can run out, so allow more.
 _MAX_COMMIT_RETRIES = 100
+RECONNECT_TIMEOUT_S = 60.0  # [store] reconnect_timeout_s
+_POLL_S = 0.5
+# Errors in the query itself, never retried.
+_QUERY_ERRORS = (
+    duckdb.ParserException,
+    duckdb.BinderException,
+    duckdb.CatalogException,
+    duckdb.ConversionException,
+)
 
 
 def is_lake(target: str | Path) -> bool:
@@ -47,6 +64,30 @@ def catalog_conninfo(target: str) -> str:
             "(ducklake:postgres:dbname=... host=... user=...)"
         )
     return catalog.removeprefix("postgres:")
+
+
+def catalog_down(target: str) -> str | None:
+    """Why the lake's catalog cannot be reached now (one line), or None if it answers."""
+    import psycopg  # the scale extra, which a lake needs anyway
+
+    try:
+        with psycopg.connect(catalog_conninfo(target), connect_timeout=2) as con:
+            con.execute("SELECT 1")
+    except psycopg.Error as e:
+        return " ".join(str(e).split())[:300] or type(e).__name__
+    return None
+
+
+def wait_for_catalog(target: str, deadline: float, reason: str) -> None:
+    """Return once the lake's catalog answers; past ``deadline`` (``time.monotonic()``) raise
+    ``CatalogUnavailable`` naming it and ``reason`` (what failed)."""
+    while (down := catalog_down(target)) is not None:
+        if time.monotonic() >= deadline:
+            raise CatalogUnavailable(
+                f"the catalog of lake {redact(target)} did not come back in time ([store] "
+                f"reconnect_timeout_s): {down} (after: {reason})"
+            )
+        time.sleep(_POLL_S)
 
 
 def redact(target: str) -> str:
@@ -108,10 +149,16 @@ class DuckLake:
     lake is attached read-only, so nothing this process runs can change it."""
 
     def __init__(
-        self, target: str, *, data_path: str | Path | None = None, read_only: bool = False
+        self,
+        target: str,
+        *,
+        data_path: str | Path | None = None,
+        read_only: bool = False,
+        reconnect_timeout_s: float = RECONNECT_TIMEOUT_S,
     ) -> None:
         catalog_conninfo(target)  # only PostgreSQL catalogs: the one many machines can share
         self.target = target
+        self.reconnect_timeout_s = reconnect_timeout_s
         self.location = redact(target)
         self.data_path = Path(data_path).expanduser().absolute() if data_path else None
         self.read_only = read_only
@@ -194,6 +241,31 @@ class DuckLake:
     def writing(self) -> Iterator[Connection]:
         with writer_lock(self.target), self.connect() as con:
             yield con
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """``work`` on a read cursor; run again while the catalog restarts. A read the restart
+        interrupts fails with a catchable error (``IOException``: "Failed to query most recent
+        snapshot", 5 of 5 restarts in a tight read loop; the connection's pool reconnects
+        afterwards), never an abort. While the catalog answers, an error is tried twice more
+        (the first read after a restart may meet a stale connection), then it is the read's."""
+        deadline = None
+        again = 2  # reads after the catalog answers again (the pool's connection may be stale)
+        while True:
+            try:
+                with self.connect(read_only=True) as con:
+                    return work(con)
+            except _QUERY_ERRORS:
+                raise
+            except duckdb.Error as e:
+                reason = _first_line(e)
+                if catalog_down(self.target) is None:
+                    if not again:
+                        raise
+                    again -= 1
+                    continue
+                if deadline is None:
+                    deadline = time.monotonic() + self.reconnect_timeout_s
+                wait_for_catalog(self.target, deadline, reason)
 
     def close(self) -> None:
         with self._lock:

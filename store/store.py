@@ -33,8 +33,9 @@ from teachloop.records import LessonLog, LessonRecord, RunRecord, model_of, vers
 from teachloop.store.base import Database, DuckDBFile, insert_new, set_meta, upsert
 from teachloop.store.browse import LogBrowser
 from teachloop.store.experiments import ExperimentLog
-from teachloop.store.lake import DuckLake, is_lake, redact
+from teachloop.store.lake import RECONNECT_TIMEOUT_S, DuckLake, is_lake, redact
 from teachloop.store.lake import attach as attach_lake
+from teachloop.store.lake_writer import LakeWriter, resent, writer_for
 from teachloop.store.maintenance import LakeMaintainer
 from teachloop.store.pairs import PairBuilder
 from teachloop.store.progress import ProgressReader
@@ -62,6 +63,7 @@ MIGRATIONS = [
     (6, "006_mastery_without_key.sql"),
     (7, "007_unique_messages.sql"),
     (8, "008_pair_target.sql"),
+    (9, "009_experiment_design.sql"),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 LAKE_ROW_GROUP = 8192
@@ -85,15 +87,24 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer, ProgressR
         create: bool = True,
         read_only: bool = False,
         data_path: str | Path | None = None,
+        reconnect_timeout_s: float = RECONNECT_TIMEOUT_S,
     ) -> None:
         """``target``: a DuckDB file, or a lake (``ducklake:postgres:<conninfo>``, whose Parquet
-        files go to ``data_path`` when it is created; ``teachloop.store.lake``).
+        files go to ``data_path`` when it is created; ``teachloop.store.lake``; its writes run
+        in a writer process that survives a catalog restart of up to ``reconnect_timeout_s``,
+        ``teachloop.store.lake_writer``).
         ``create``: make the file or lake if needed and migrate it to the current schema.
         ``create=False``: the file must exist; it is used as it is. ``read_only``: it must
         exist with the current schema, and nothing ever writes to it (see ``open``)."""
         self.db: Database
+        self.lake_writer: LakeWriter | None = None
         if is_lake(target):
-            self.db = DuckLake(str(target), data_path=data_path, read_only=read_only)
+            self.db = DuckLake(
+                str(target),
+                data_path=data_path,
+                read_only=read_only,
+                reconnect_timeout_s=reconnect_timeout_s,
+            )
             self.path = None
         else:
             self.db = DuckDBFile(target, read_only=read_only)
@@ -106,6 +117,8 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer, ProgressR
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self.migrate()
+        if isinstance(self.db, DuckLake) and not read_only:
+            self.lake_writer = writer_for(self.db.target, self.db.data_path, reconnect_timeout_s)
 
     @classmethod
     def open(
@@ -123,7 +136,11 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer, ProgressR
     @classmethod
     def of(cls, config: RunConfig) -> Store:
         """The store a run config names (``db``, and ``[store]`` for a lake)."""
-        return cls(config.db, data_path=config.store.data_path)
+        return cls(
+            config.db,
+            data_path=config.store.data_path,
+            reconnect_timeout_s=config.store.reconnect_timeout_s,
+        )
 
     @property
     def home(self) -> Path:
@@ -138,8 +155,7 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer, ProgressR
         return isinstance(self.db, DuckLake)
 
     def schema_version(self) -> int:
-        with self.connect(read_only=True) as con:
-            return _schema_version(con)
+        return self.db.read(_schema_version)
 
     def _check_readable(self) -> None:
         version = self.schema_version()
@@ -188,6 +204,7 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer, ProgressR
 
     # -- writes ---------------------------------------------------------------------------
 
+    @resent
     def write_run(self, run: RunRecord) -> None:
         """Record a run's start; a resumed run keeps its first start time."""
         with self.connect() as con:
@@ -214,6 +231,7 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer, ProgressR
             )
             con.execute("COMMIT")
 
+    @resent
     def finish_run(self, run_id: str, status: str) -> None:
         with self.connect() as con:
             con.execute(
@@ -221,6 +239,7 @@ class Store(ModelRegistry, PairBuilder, ExperimentLog, LakeMaintainer, ProgressR
                 [status, run_id],
             )
 
+    @resent
     def write_lessons(self, logs: list[LessonLog]) -> None:
         """Write lessons with their messages and mastery snapshots in one transaction.
         Idempotent: messages and snapshots already present (same stable ids) are skipped, and a

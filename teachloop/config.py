@@ -301,23 +301,33 @@ _TRL_OWNED = {
 }
 
 
-ArmData = Literal["none", "uniform", "selective"]
+ArmData = Literal["none", "uniform", "selective", "pool"]
 ArmMethod = Literal["sft", "dpo", "sft_then_dpo", "kd"]
+# How a pool arm picks its examples from the seed's pool of questions the student answered:
+# at random (the uniform arm of a pool design), its wrong answers, its right answers (a
+# negative control), or the highest loss of the reference answer under the student.
+PoolSelect = Literal["random", "failed", "correct", "loss"]
 
 
 class ArmConfig(_Strict):
     """One arm of an experiment: which data trains the student, and how.
 
     ``uniform``: questions drawn evenly over topics and difficulties, answered with the
-    domain's reference answer (standard distillation; no lessons). ``selective``: preference
-    pairs from lessons with the targeting teacher (``lesson`` overrides its policies, e.g.
-    ``{topic_policy = "uniform"}`` to ablate targeting). ``kd``: token-level distillation on
-    the uniform questions, the teacher being the base weights with the solution in context.
+    domain's reference answer (standard distillation; no lessons); ``topics = "weak"`` draws
+    them over the topics the starting student is weak at on the validation split only (the
+    oracle). ``selective``: preference pairs from lessons with the targeting teacher
+    (``lesson`` overrides its policies, e.g. ``{topic_policy = "uniform"}`` to ablate
+    targeting). ``pool``: examples picked one by one from a shared pool of generated questions
+    the student has answered (``select``), trained on the reference answers. ``kd``: token-level
+    distillation on the uniform questions, the teacher being the base weights with the solution
+    in context.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     data: ArmData
     method: ArmMethod | None = None
+    select: PoolSelect | None = None
+    topics: Literal["all", "weak"] = "all"
     lesson: dict[str, Any] = Field(default_factory=dict, description="[lesson] overrides")
     training: dict[str, Any] = Field(default_factory=dict, description="[training] overrides")
 
@@ -331,6 +341,10 @@ class ArmConfig(_Strict):
             raise ValueError(f"arm {self.name}: {self.method} needs preference pairs (selective)")
         if self.lesson and self.data != "selective":
             raise ValueError(f"arm {self.name}: lesson overrides apply to selective data only")
+        if (self.data == "pool") != (self.select is not None):
+            raise ValueError(f"arm {self.name}: select goes with data 'pool', and only with it")
+        if self.topics == "weak" and self.data != "uniform":
+            raise ValueError(f"arm {self.name}: topics 'weak' applies to uniform data only")
         for section, model in (("lesson", LessonConfig), ("training", TrainingConfig)):
             try:
                 model.model_validate(getattr(self, section))
@@ -354,8 +368,33 @@ BUILTIN_ARMS = {
             method="sft",
             lesson={"topic_policy": "uniform"},
         ),
+        # The second design (issue 29): selection per example from one shared pool, and the
+        # oracle that knows the weak topics from the validation split.
+        ArmConfig(name="random", data="pool", method="sft", select="random"),
+        ArmConfig(name="failed_only", data="pool", method="sft", select="failed"),
+        ArmConfig(name="student_loss", data="pool", method="sft", select="loss"),
+        ArmConfig(name="correct_only", data="pool", method="sft", select="correct"),
+        ArmConfig(name="oracle", data="uniform", method="sft", topics="weak"),
     )
 }
+
+
+class PretrainConfig(_Strict):
+    """``[experiment.pretrain]``: make the starting student uneven, as deployed models are, by
+    SFT on reference examples of some topics, merged into a model every arm starts from."""
+
+    topics: tuple[str, ...] = Field(min_length=1)
+    examples: int = Field(default=96, ge=1, description="reference examples per topic")
+    training: dict[str, Any] = Field(default_factory=dict, description="[training] overrides")
+
+    @field_validator("training")
+    @classmethod
+    def _training_valid(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            TrainingConfig.model_validate(value)
+        except ValidationError as e:
+            raise ValueError(f"training.{_first_error(e)}") from None
+        return value
 
 
 class ExperimentConfig(_Strict):
@@ -375,6 +414,14 @@ class ExperimentConfig(_Strict):
     # The one pre-registered comparison (arm, reference), stated in the report before any
     # number; every other comparison is secondary (Holm-adjusted). None: all are exploratory.
     primary: tuple[str, str] | None = None
+    # Budget curves: every trained arm also trains on the first n of its examples for each n
+    # here (smaller than `examples`), steps scaled to keep the epochs; results `<arm>@<n>`.
+    budgets: tuple[int, ...] = ()
+    pool: int = Field(default=256, ge=1, description="questions per seed for pool arms")
+    pretrain: PretrainConfig | None = None
+    # Which split the arms are scored on: "test" (reported), or "validation" (tuning runs:
+    # disjoint from every seed's test split by construction).
+    evaluate_on: Literal["test", "validation"] = "test"
 
     @field_validator("arms", mode="before")
     @classmethod
@@ -405,11 +452,14 @@ class ExperimentConfig(_Strict):
         names = [a.name for a in self.arm_configs()]
         if len(set(names)) != len(names):
             raise ValueError("two arms have the same name")
+        budgets = [f"{n}@{b}" for n in names for b in self.budgets]
         for name in self.primary or ():
-            if name not in names:
+            if name not in names and name not in budgets:
                 raise ValueError(f"primary names {name!r}, which is not an arm here")
         if self.primary and self.primary[0] == self.primary[1]:
             raise ValueError("primary compares an arm with itself: name two arms")
+        if any(b >= self.examples for b in self.budgets):
+            raise ValueError("budgets are the smaller budgets of a curve: each below examples")
         return self
 
     def arm_configs(self) -> list[ArmConfig]:
@@ -439,6 +489,12 @@ class StoreConfig(_Strict):
         description="the lake's Parquet files: a directory every machine mounts at this path "
         "(needed when the lake is created; its catalog remembers it); adapters, servers' logs "
         "and experiments go beside it",
+    )
+    reconnect_timeout_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="how long a lake's writes and reads and the checkpoints wait for the "
+        "catalog's PostgreSQL to come back (a restart, a failover) before the command stops",
     )
 
 

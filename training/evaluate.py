@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from teachloop.agents.student import Student
-from teachloop.domains import Problem, heldout_problems, heldout_questions
+from teachloop.config import RunConfig
+from teachloop.domains import DomainSet, Problem, heldout_problems, heldout_questions
 
 # Float slack in the regression gate: a drop of exactly `tolerance` is within it.
 _EPSILON = 1e-9
@@ -67,16 +70,63 @@ class EvalResult(BaseModel):
         )
 
 
-async def _is_correct(student: Student, problem: Problem) -> bool:
+class Scored(BaseModel):
+    """A first attempt at a problem: the final answer read from the reply, and its verdict."""
+
+    model_config = ConfigDict(frozen=True)
+
+    answer: str | None
+    correct: bool
+
+
+async def _score(student: Student, problem: Problem) -> Scored:
     _, final = await student.attempt(problem)
     verdict = student.domains.verify(problem, final)
-    return verdict is not None and verdict.correct
+    return Scored(answer=final, correct=verdict is not None and verdict.correct)
+
+
+async def score_all(student: Student, problems: list[Problem]) -> list[Scored]:
+    """Each problem's first attempt (in order), all asked at once through ``student``, so a
+    batching backend batches them."""
+    return list(await asyncio.gather(*(_score(student, p) for p in problems)))
+
+
+def score_model(
+    config: RunConfig,
+    domains: DomainSet,
+    problem_sets: Sequence[list[Problem]],
+    *,
+    model: Path | None = None,
+    adapter: Path | None = None,
+) -> list[list[Scored]]:
+    """The config's student (or the model directory ``model``), plus ``adapter`` if given, on
+    each set of problems: one backend, every question asked at once so it batches them."""
+    from teachloop.agents.backends import LoraAdapter, build_backend
+
+    if model is not None:
+        config = config.with_overrides(student={**config.student.model_dump(), "model": str(model)})
+    lora = LoraAdapter(name=adapter.name, path=adapter) if adapter else None
+    backend = build_backend(config, "student", lora)
+    flat = [p for problems in problem_sets for p in problems]
+
+    async def run() -> list[Scored]:
+        try:
+            await backend.check()
+            return await score_all(Student.for_config(backend, domains, config), flat)
+        finally:
+            await backend.aclose()
+
+    scored = asyncio.run(run())
+    out, start = [], 0
+    for problems in problem_sets:
+        out.append(scored[start : start + len(problems)])
+        start += len(problems)
+    return out
 
 
 async def answer_all(student: Student, problems: list[Problem]) -> list[bool]:
-    """Whether each problem (in order) was answered correctly on the first try: all asked at
-    once through ``student``, so a batching backend batches them."""
-    return list(await asyncio.gather(*(_is_correct(student, p) for p in problems)))
+    """Whether each problem (in order) was answered correctly on the first try."""
+    return [s.correct for s in await score_all(student, problems)]
 
 
 async def evaluate(
@@ -131,10 +181,13 @@ def regressed(candidate: EvalResult, incumbent: EvalResult, tolerance: float) ->
 __all__ = [
     "OVERALL",
     "EvalResult",
+    "Scored",
     "TopicScore",
     "answer_all",
     "evaluate",
     "heldout_problems",
     "heldout_questions",
     "regressed",
+    "score_all",
+    "score_model",
 ]

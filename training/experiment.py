@@ -1,57 +1,103 @@
 """Experiments: does selective teaching transfer more than plain distillation, per unit of budget?
 
-Every arm starts from the same base student, trains on the same number of distinct examples for
-the same number of optimizer steps, and is evaluated on the same held-out questions; each seed
-draws new training data (new lessons, new uniform questions) and a new LoRA initialisation.
-Arms (``ArmConfig``; built-ins in ``teachloop.config.BUILTIN_ARMS``):
+Every arm starts from the same student (the base model, or a pre-taught uneven one:
+``[experiment.pretrain]``, ``training/pretrain.py``), trains on the same number of distinct
+examples for the same number of optimizer steps, and is evaluated on the same questions within
+a seed. Each seed draws its own validation and test splits (disjoint by construction and
+checked), new training data and a new LoRA initialisation. Arms (``ArmConfig``; built-ins in
+``teachloop.config.BUILTIN_ARMS``):
 
-- ``base``: no training.
+- ``base``: no training (the starting student).
 - ``uniform_sft``: standard distillation, questions drawn evenly over topics and difficulties,
-  trained on the domain's reference answers.
+  trained on the domain's reference answers; ``oracle``: the same over the topics the starting
+  student is weak at on the seed's validation split.
 - ``selective_*``: preference pairs from lessons run with the targeting teacher (SFT on the
   chosen answers, DPO, or SFT then DPO with the steps split in half).
+- pool arms (``random``, ``failed_only``, ``student_loss``, ``correct_only``): selection per
+  example from one shared pool of questions the starting student answered
+  (``training/selection.py``).
 - ``kd``: token-level distillation on the uniform questions; the teacher is the base weights
   with the reference solution in context (context distillation).
 
-Everything is stored (``experiments``, ``experiment_arms``, ``experiment_outcomes``), and a rerun
-skips the (seed, arm) results already there: an experiment killed mid-arm redoes only that arm.
-Lessons are logged like any run (run ids ``<name>-s<seed>-<data>``) and resume by id.
+Before any arm of a seed runs, its plan is fixed and stored: the budget (the configured
+examples, or fewer if a source has fewer: then every arm gets that many) and the oracle's weak
+topics, with the starting student's validation answers. ``budgets`` adds a budget curve: each
+trained arm also trains on the first n of its examples (results ``<arm>@<n>``, steps scaled to
+keep the epochs). Everything is stored (``experiments``, ``experiment_seeds``,
+``experiment_arms``, ``experiment_outcomes`` with the answers, ``experiment_examples``,
+``experiment_validation``), and a rerun skips the (seed, arm) results already there: an
+experiment killed mid-arm redoes only that arm, with the seed's stored budget. Lessons are
+logged like any run (run ids ``<name>-s<seed>-<data>``) and resume by id.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
-import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from teachloop.agents.backends import LoraAdapter, build_backend
 from teachloop.agents.student import Student
 from teachloop.config import ArmConfig, RunConfig, TrainingConfig
-from teachloop.domains import Domain, DomainSet, Problem, distinct_problems, heldout_problems
+from teachloop.domains import Domain, DomainSet, Problem, heldout_problems, uniform_problems
 from teachloop.errors import TeachloopError
-from teachloop.store.experiments import ArmResult, ExperimentRecord, QuestionOutcome
+from teachloop.store.experiments import (
+    ArmResult,
+    ExperimentExample,
+    ExperimentRecord,
+    QuestionOutcome,
+    SeedPlan,
+    ValidationOutcome,
+)
 from teachloop.store.store import Store
-from teachloop.training.evaluate import answer_all
+from teachloop.training.evaluate import Scored, score_model
+from teachloop.training.pretrain import pretrain_problems, pretrain_student
+from teachloop.training.selection import PoolItem, completion_losses, select
 from teachloop.training.trainer import TrainingExample, train_adapter
 
 
-class SeedData(BaseModel):
-    """One seed's training data: the uniform examples and, per lesson policy, the selective
-    ones, each with what it cost to produce."""
+class Example(BaseModel):
+    """A training example with the question it is about."""
 
     model_config = ConfigDict(frozen=True)
 
-    uniform: list[TrainingExample]
-    selective: dict[str, list[TrainingExample]]  # by data key (see _data_key)
-    teacher_tokens: dict[str, int]  # tokens the teacher generated for each selective source
-    lessons_wall_s: dict[str, float]
+    topic: str
+    difficulty: int | None
+    question: str
+    example: TrainingExample
+
+
+class Source(BaseModel):
+    """One seed's examples from one data source, in training order, and what they cost."""
+
+    model_config = ConfigDict(frozen=True)
+
+    examples: list[Example]
+    teacher_tokens: int = 0
+    wall_s: float = 0.0
+
+
+class Splits(BaseModel):
+    """A seed's validation and test splits: disjoint, and apart from every training source."""
+
+    model_config = ConfigDict(frozen=True)
+
+    validation: list[Problem]
+    test: list[Problem]
+
+
+class ArmRun(BaseModel):
+    """One result to produce on a seed: ``arm`` trained on ``budget`` examples (None: the
+    seed's full budget), stored under ``name``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    arm: ArmConfig
+    budget: int | None = None
 
 
 def run_experiment(
@@ -78,76 +124,62 @@ def run_experiment(
     )
     out = out or store.home / "experiments" / exp.name
     domains = build_domains(config)
-    heldout = heldout_problems(domains, config.topics, config.eval.per_topic, config.eval.seed)
-    # No training example is held out or a few-shot example.
-    reserved = domains.example_questions(config.topics) | {p.question for p in heldout}
-    base_dir = resolve_model_path(config.student.model)
+    start = resolve_model_path(config.student.model)
+    pretrained = {p.question for p in pretrain_problems(config, domains)}
+    if exp.pretrain is not None:
+        start = pretrain_student(config, domains, start, out / "pretrained", progress=progress)
+        config = config.with_overrides(student={**config.student.model_dump(), "model": str(start)})
     done = {(r.seed, r.arm) for r in store.arm_results(exp.name)}
-    arms = exp.arm_configs()
-    base_outcomes: list[bool] | None = None
     for seed in seeds:
-        todo = [a for a in arms if (seed, a.name) not in done]
+        todo = [run for run in arm_runs(config) if (seed, run.name) not in done]
         if not todo:
             continue
-        data = _seed_data(config, store, domains, reserved, seed, todo, progress=progress)
-        budget = min([exp.examples, len(data.uniform), *(len(v) for v in data.selective.values())])
-        if budget == 0 and any(a.method for a in todo):
-            raise TeachloopError(
-                f"experiment {exp.name}, seed {seed}: no training examples (the lessons gave "
-                "no preference pairs, or the topics no fresh questions): raise experiment.lessons"
-            )
-        for arm in todo:
-            started = time.perf_counter()
-            adapter = None
-            if arm.method is not None:
-                examples = _arm_examples(arm, data)[:budget]
-                adapter = out / f"s{seed}" / arm.name
-                _train_arm(config, arm, base_dir, examples, adapter, seed, progress=progress)
-            trained_s = time.perf_counter() - started
-            if arm.method is None and base_outcomes is not None:
-                outcomes = base_outcomes  # greedy and untrained: the same on every seed
-            else:
-                outcomes = _evaluate(
-                    config, domains, heldout, adapter, f"{exp.name}-s{seed}-{arm.name}"
-                )
-                if arm.method is None:
-                    base_outcomes = outcomes
-            key = _data_key(arm)
-            result = ArmResult(
-                experiment=exp.name,
-                seed=seed,
-                arm=arm.name,
-                data=arm.data,
-                method=arm.method,
-                examples=0 if arm.method is None else budget,
-                steps=0 if arm.method is None else arm_training(config, arm, seed).steps,
-                teacher_tokens=data.teacher_tokens.get(key, 0) if arm.data == "selective" else 0,
-                data_wall_s=data.lessons_wall_s.get(key, 0.0) if arm.data == "selective" else 0.0,
-                train_wall_s=trained_s,
-                eval_wall_s=time.perf_counter() - started - trained_s,
-                questions=len(outcomes),
-                correct=sum(outcomes),
-                adapter_path=str(adapter) if adapter else None,
-            )
-            store.write_arm_result(
-                result,
-                [
-                    QuestionOutcome(
-                        experiment=exp.name,
-                        seed=seed,
-                        arm=arm.name,
-                        question_index=i,
-                        topic=p.topic,
-                        difficulty=p.difficulty,
-                        question=p.question,
-                        correct=ok,
-                    )
-                    for i, (p, ok) in enumerate(zip(heldout, outcomes, strict=True))
-                ],
-            )
+        splits = experiment_splits(config, domains, seed, exclude=pretrained)
+        scored = splits.validation if exp.evaluate_on == "validation" else splits.test
+        plan, sources, base_scores = _seed_plan(
+            config, store, domains, splits, start, seed, todo, pretrained, progress=progress
+        )
+        for run in todo:
+            result = _run_arm(
+                config, store, domains, run, plan, sources, scored, start, out, seed,
+                base_scores=base_scores, progress=progress,
+            )  # fmt: skip
             if on_arm is not None:
                 on_arm(result)
     return store.arm_results(exp.name)
+
+
+def arm_runs(config: RunConfig) -> list[ArmRun]:
+    """Every result a seed produces: each arm at the full budget, then each trained arm at
+    each smaller budget of the curve."""
+    arms = config.experiment.arm_configs()
+    runs = [ArmRun(name=a.name, arm=a) for a in arms]
+    for n in sorted(config.experiment.budgets):
+        runs += [ArmRun(name=f"{a.name}@{n}", arm=a, budget=n) for a in arms if a.method]
+    return runs
+
+
+def experiment_splits(
+    config: RunConfig, domains: DomainSet, seed: int, *, exclude: Collection[str] = ()
+) -> Splits:
+    """Seed ``seed``'s test split (``eval.per_topic`` a topic, drawn from ``eval.seed`` and the
+    seed) and its validation split, drawn apart from the test split; neither holds a question
+    in ``exclude`` (what the student was pre-taught) or a few-shot example."""
+    per_topic, base = config.eval.per_topic, config.eval.seed
+    test = heldout_problems(
+        domains, config.topics, per_topic, base, split=f"test-s{seed}", exclude=exclude
+    )
+    validation = heldout_problems(
+        domains,
+        config.topics,
+        per_topic,
+        base,
+        split=f"validation-s{seed}",
+        exclude={*exclude, *(p.question for p in test)},
+    )
+    overlap = {p.question for p in test} & {p.question for p in validation}
+    assert not overlap, f"validation and test splits share {len(overlap)} questions"
+    return Splits(validation=validation, test=test)
 
 
 def _design(config: RunConfig) -> str:
@@ -158,90 +190,206 @@ def _design(config: RunConfig) -> str:
 
 
 def _data_key(arm: ArmConfig) -> str:
-    """Selective arms with the same lesson policy share one seed's lessons."""
-    if arm.data != "selective":
-        return arm.data
-    return "selective" + "".join(f"-{k}-{v}" for k, v in sorted(arm.lesson.items()))
+    """Arms with the same data key train on the same examples (selective arms with the same
+    lesson policy share one seed's lessons)."""
+    if arm.data == "selective":
+        return "selective" + "".join(f"-{k}-{v}" for k, v in sorted(arm.lesson.items()))
+    if arm.data == "pool":
+        return f"pool-{arm.select}"
+    if arm.data == "uniform" and arm.topics == "weak":
+        return "oracle"
+    return arm.data
 
 
-def _seed_data(
+def _seed_plan(
     config: RunConfig,
     store: Store,
     domains: DomainSet,
-    reserved: frozenset[str],
+    splits: Splits,
+    start: Path,
     seed: int,
-    arms: list[ArmConfig],
+    todo: list[ArmRun],
+    pretrained: set[str],
     *,
     progress: bool,
-) -> SeedData:
-    from teachloop.graphs.runner import run_lessons
-
+) -> tuple[SeedPlan, dict[str, Source], list[Scored] | None]:
+    """The seed's plan (stored before its first arm; a resumed seed reads it back), the data
+    sources its remaining arms need, and the starting student's answers on the scored split
+    when they were computed on the way (the base arm's)."""
     exp = config.experiment
-    selective: dict[str, list[TrainingExample]] = {}
-    tokens: dict[str, int] = {}
-    wall: dict[str, float] = {}
-    for arm in arms:
-        key = _data_key(arm)
-        if arm.data != "selective" or key in selective:
-            continue
-        run_id = f"{exp.name}-s{seed}-{key}"
-        lessons = config.with_overrides(
-            run_id=run_id,
-            lessons=exp.lessons,
-            seed=seed,
-            # Seeds are independent: each lesson run starts from the prior, not from what
-            # the same base student showed in other seeds' (or other arms') lessons.
-            lesson={**config.lesson.model_dump(), "carry_over": False, **arm.lesson},
-            student={**config.student.model_dump(), "follow_promoted": False},
-        )
-        result = run_lessons(lessons, progress=progress)
-        if result.lessons_failed:
-            # Training on what the surviving lessons gave would bias the arm silently (a topic
-            # whose lessons all failed is never taught).
-            error = store.lessons(run_id=run_id, status="failed")[0].error
-            raise TeachloopError(
-                f"experiment {exp.name}, seed {seed}: {result.lessons_failed} of "
-                f"{result.lessons} lessons of run {run_id} failed ({error}); fix that and rerun "
-                "(finished lessons and arms are kept)"
-            )
-        pairs = store.run_pairs(run_id)
-        selective[key] = [TrainingExample.of_pair(p) for p in pairs]
-        tokens[key] = store.teacher_tokens(run_id)
-        wall[key] = result.wall_time_s
-    problems = uniform_problems(domains, config.topics, exp.examples, seed, reserved)
-    student = Student.for_config(None, domains, config)
-    uniform = [
-        TrainingExample(
-            prompt=student.prompt(p.question, p.topic),
-            chosen=student.reference_completion(p),
-            rejected="",
-            teacher_prompt=student.prompt(p.question, p.topic, explanation=p.worked_solution),
-        )
-        for p in problems
+    plan = store.seed_plan(exp.name, seed)
+    # A fresh seed makes every source (the budget is the smallest); a resumed one only those of
+    # the arms still to run, at the budget it stored.
+    arms = [r.arm for r in todo] if plan is not None else exp.arm_configs()
+    keys = {_data_key(a) for a in arms if a.method is not None}
+    scored = splits.validation if exp.evaluate_on == "validation" else splits.test
+    reserved = (
+        domains.example_questions(config.topics)
+        | {p.question for p in splits.validation + splits.test}
+        | pretrained
+    )
+    pool: list[Problem] = []
+    if any(k.startswith("pool-") for k in keys):
+        pool = uniform_problems(domains, config.topics, exp.pool, seed, reserved, draw="pool")
+    # The starting student, once: validation (the plan), the base arm's split, the pool.
+    needs_base = any(r.arm.method is None for r in todo)
+    # Scoring on validation (a tuning run), the base arm's answers are the plan's.
+    reuse = plan is None and exp.evaluate_on == "validation"
+    sets = [
+        splits.validation if plan is None else [],
+        scored if needs_base and not reuse else [],
+        pool,
     ]
-    return SeedData(
-        uniform=uniform, selective=selective, teacher_tokens=tokens, lessons_wall_s=wall
+    validation, base, pool_scores = score_model(config, domains, sets)
+    if reuse:
+        base = validation
+    student = Student.for_config(None, domains, config)
+    sources: dict[str, Source] = {}
+    for key in sorted(keys):
+        if key.startswith("selective"):
+            arm = next(a for a in arms if _data_key(a) == key)
+            sources[key] = _selective(config, store, arm, key, seed, progress=progress)
+        elif key.startswith("pool-"):
+            continue
+        else:
+            topics = config.topics
+            if key == "oracle":
+                topics = tuple(plan.weak_topics) if plan else _weak(splits.validation, validation)
+            problems = uniform_problems(domains, topics, exp.examples, seed, reserved)
+            sources[key] = Source(examples=[_reference(student, p) for p in problems])
+    if pool:
+        items = [
+            PoolItem(
+                problem=p,
+                prompt=student.prompt(p.question, p.topic),
+                completion=student.reference_completion(p),
+                answer=s.answer,
+                correct=s.correct,
+            )
+            for p, s in zip(pool, pool_scores, strict=True)
+        ]
+        if "pool-loss" in keys:
+            losses = completion_losses(start, [(i.prompt, i.completion) for i in items])
+            items = [i.model_copy(update={"loss": x}) for i, x in zip(items, losses, strict=True)]
+        for key in (k for k in keys if k.startswith("pool-")):
+            rule = key.removeprefix("pool-")
+            chosen = select(items, rule, seed)  # type: ignore[arg-type]
+            sources[key] = Source(examples=[_reference(student, i.problem) for i in chosen])
+    if plan is None:
+        budget = min([exp.examples, *(len(s.examples) for s in sources.values())])
+        if budget == 0 and keys:
+            empty = sorted(k for k, s in sources.items() if not s.examples)
+            raise TeachloopError(
+                f"experiment {exp.name}, seed {seed}: no training examples from "
+                f"{', '.join(empty)} (the lessons gave no preference pairs, the pool no such "
+                "answers, or the topics no fresh questions): raise experiment.lessons or "
+                "experiment.pool"
+            )
+        plan = store.fix_seed_plan(
+            SeedPlan(
+                experiment=exp.name,
+                seed=seed,
+                examples=budget,
+                weak_topics=list(_weak(splits.validation, validation)),
+            ),
+            [
+                ValidationOutcome(
+                    experiment=exp.name,
+                    seed=seed,
+                    question_index=i,
+                    topic=p.topic,
+                    difficulty=p.difficulty,
+                    question=p.question,
+                    answer=s.answer,
+                    correct=s.correct,
+                )
+                for i, (p, s) in enumerate(zip(splits.validation, validation, strict=True))
+            ],
+        )
+    short = {k: len(s.examples) for k, s in sources.items() if len(s.examples) < plan.examples}
+    if short:
+        raise TeachloopError(
+            f"experiment {exp.name}, seed {seed}: stored budget {plan.examples} but "
+            f"{short} examples now: the seed's data changed since it was planned; give the "
+            "experiment another name"
+        )
+    return plan, sources, base if needs_base else None
+
+
+def _weak(problems: list[Problem], scored: list[Scored]) -> tuple[str, ...]:
+    """Topics below the starting student's mean accuracy over topics on the validation split
+    (every topic when none is below: an even student has no weak topics to prefer)."""
+    by_topic: dict[str, list[bool]] = {}
+    for p, s in zip(problems, scored, strict=True):
+        by_topic.setdefault(p.topic, []).append(s.correct)
+    accuracy = {t: sum(c) / len(c) for t, c in by_topic.items()}
+    mean = sum(accuracy.values()) / len(accuracy) if accuracy else 0.0
+    weak = tuple(t for t, a in accuracy.items() if a < mean)
+    return weak or tuple(accuracy)
+
+
+def _reference(student: Student, problem: Problem) -> Example:
+    return Example(
+        topic=problem.topic,
+        difficulty=problem.difficulty,
+        question=problem.question,
+        example=TrainingExample(
+            prompt=student.prompt(problem.question, problem.topic),
+            chosen=student.reference_completion(problem),
+            rejected="",
+            teacher_prompt=student.prompt(
+                problem.question, problem.topic, explanation=problem.worked_solution
+            ),
+        ),
     )
 
 
-def uniform_problems(
-    domains: DomainSet, topics: tuple[str, ...], n: int, seed: int, reserved: frozenset[str]
-) -> list[Problem]:
-    """``n`` problems evenly over topics (in turn) and difficulties (cycling 1..5), none of them
-    held out and none twice: what standard distillation trains on."""
-    seen = set(reserved)
-    per_topic = [
-        distinct_problems(
-            domains.domain_for(topic),
-            topic,
-            n // len(topics) + (i < n % len(topics)),
-            random.Random(f"uniform/{seed}/{topic}"),
-            seen,
+def _selective(
+    config: RunConfig, store: Store, arm: ArmConfig, key: str, seed: int, *, progress: bool
+) -> Source:
+    """Pairs from the seed's lessons with the targeting teacher, one per question (the first:
+    a question answered wrong twice gives one example, not two)."""
+    from teachloop.graphs.runner import run_lessons
+
+    exp = config.experiment
+    run_id = f"{exp.name}-s{seed}-{key}"
+    lessons = config.with_overrides(
+        run_id=run_id,
+        lessons=exp.lessons,
+        seed=seed,
+        # Seeds are independent: each lesson run starts from the prior, not from what the same
+        # student showed in other seeds' (or other arms') lessons.
+        lesson={**config.lesson.model_dump(), "carry_over": False, **arm.lesson},
+        student={**config.student.model_dump(), "follow_promoted": False},
+    )
+    result = run_lessons(lessons, progress=progress)
+    if result.lessons_failed:
+        # Training on what the surviving lessons gave would bias the arm silently (a topic whose
+        # lessons all failed is never taught).
+        error = store.lessons(run_id=run_id, status="failed")[0].error
+        raise TeachloopError(
+            f"experiment {exp.name}, seed {seed}: {result.lessons_failed} of {result.lessons} "
+            f"lessons of run {run_id} failed ({error}); fix that and rerun (finished lessons "
+            "and arms are kept)"
         )
-        for i, topic in enumerate(topics)
-    ]
-    # Topics in turn (a topic that ran dry just drops out).
-    return [p for turn in itertools.zip_longest(*per_topic) for p in turn if p is not None]
+    questions = store.run_questions(run_id)
+    examples, seen = [], set()
+    for pair in store.run_pairs(run_id):
+        if pair.question_id in seen:
+            continue
+        seen.add(pair.question_id)
+        text, difficulty = questions[pair.question_id]
+        examples.append(
+            Example(
+                topic=pair.topic,
+                difficulty=difficulty,
+                question=text,
+                example=TrainingExample.of_pair(pair),
+            )
+        )
+    return Source(
+        examples=examples, teacher_tokens=store.teacher_tokens(run_id), wall_s=result.wall_time_s
+    )
 
 
 def arm_training(config: RunConfig, arm: ArmConfig, seed: int) -> TrainingConfig:
@@ -251,31 +399,106 @@ def arm_training(config: RunConfig, arm: ArmConfig, seed: int) -> TrainingConfig
     )
 
 
-def _arm_examples(arm: ArmConfig, data: SeedData) -> list[TrainingExample]:
-    return data.uniform if arm.data == "uniform" else data.selective[_data_key(arm)]
+def _run_arm(
+    config: RunConfig,
+    store: Store,
+    domains: DomainSet,
+    run: ArmRun,
+    plan: SeedPlan,
+    sources: dict[str, Source],
+    scored: list[Problem],
+    start: Path,
+    out: Path,
+    seed: int,
+    *,
+    base_scores: list[Scored] | None,
+    progress: bool,
+) -> ArmResult:
+    exp, arm = config.experiment, run.arm
+    started = time.perf_counter()
+    adapter, source, examples, steps = None, None, [], 0
+    if arm.method is not None:
+        source = sources[_data_key(arm)]
+        budget = plan.examples if run.budget is None else min(run.budget, plan.examples)
+        examples = source.examples[:budget]
+        training = arm_training(config, arm, seed)
+        # A smaller budget of a curve keeps the full budget's epochs.
+        steps = max(1, round(training.steps * budget / plan.examples))
+        adapter = out / f"s{seed}" / run.name
+        _train_arm(
+            start, arm, [e.example for e in examples], adapter,
+            training.model_copy(update={"steps": steps}), progress=progress,
+        )  # fmt: skip
+    trained_s = time.perf_counter() - started
+    if adapter is None and base_scores is not None:
+        answers = base_scores
+    else:
+        answers = score_model(config, domains, [scored], adapter=adapter)[0]
+    result = ArmResult(
+        experiment=exp.name,
+        seed=seed,
+        arm=run.name,
+        data=arm.data,
+        method=arm.method,
+        examples=len(examples),
+        steps=steps,
+        teacher_tokens=source.teacher_tokens if source else 0,
+        data_wall_s=source.wall_s if source else 0.0,
+        train_wall_s=trained_s,
+        eval_wall_s=time.perf_counter() - started - trained_s,
+        questions=len(answers),
+        correct=sum(a.correct for a in answers),
+        adapter_path=str(adapter) if adapter else None,
+    )
+    store.write_arm_result(
+        result,
+        [
+            QuestionOutcome(
+                experiment=exp.name,
+                seed=seed,
+                arm=run.name,
+                question_index=i,
+                topic=p.topic,
+                difficulty=p.difficulty,
+                question=p.question,
+                correct=a.correct,
+                answer=a.answer,
+            )
+            for i, (p, a) in enumerate(zip(scored, answers, strict=True))
+        ],
+        [
+            ExperimentExample(
+                experiment=exp.name,
+                seed=seed,
+                arm=run.name,
+                position=i,
+                topic=e.topic,
+                difficulty=e.difficulty,
+                question=e.question,
+                completion=e.example.chosen,
+            )
+            for i, e in enumerate(examples)
+        ],
+    )
+    return result
 
 
 def _train_arm(
-    config: RunConfig,
+    start: Path,
     arm: ArmConfig,
-    base_dir: Path,
     examples: list[TrainingExample],
     out: Path,
-    seed: int,
+    training: TrainingConfig,
     *,
     progress: bool,
 ) -> None:
     if out.exists():  # left by a run killed before its result was stored: not a result
         shutil.rmtree(out)
-    training = arm_training(config, arm, seed)
     if arm.method != "sft_then_dpo":
         train_adapter(
-            base_dir,
-            examples,
-            out,
-            training.model_copy(update={"method": arm.method}),
+            start, examples, out, training.model_copy(update={"method": arm.method}),
             progress=progress,
-        )
+        )  # fmt: skip
         return
     # Half the steps each, so the arm's budget equals the others'.
     first = max(1, training.steps // 2)
@@ -283,14 +506,11 @@ def _train_arm(
     if sft.exists():
         shutil.rmtree(sft)
     train_adapter(
-        base_dir,
-        examples,
-        sft,
-        training.model_copy(update={"method": "sft", "steps": first}),
+        start, examples, sft, training.model_copy(update={"method": "sft", "steps": first}),
         progress=progress,
-    )
+    )  # fmt: skip
     train_adapter(
-        base_dir,
+        start,
         examples,
         out,
         training.model_copy(update={"method": "dpo", "steps": max(1, training.steps - first)}),
@@ -298,24 +518,3 @@ def _train_arm(
         progress=progress,
     )
     shutil.rmtree(sft)
-
-
-def _evaluate(
-    config: RunConfig,
-    domains: DomainSet,
-    problems: list[Problem],
-    adapter: Path | None,
-    name: str,
-) -> list[bool]:
-    """Per-question correctness of the base student, or the base plus ``adapter``."""
-    lora = LoraAdapter(name=name, path=adapter) if adapter else None
-    backend = build_backend(config, "student", lora)
-
-    async def run() -> list[bool]:
-        try:
-            await backend.check()
-            return await answer_all(Student.for_config(backend, domains, config), problems)
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(run())

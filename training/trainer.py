@@ -175,6 +175,30 @@ def train_adapter(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def merge_adapter(base_model_dir: Path, adapter_dir: Path, out_dir: Path) -> Path:
+    """Save the base model with ``adapter_dir`` merged into its weights (and the tokenizer) as a
+    model directory at ``out_dir``: a student that later adapters start from."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"model output already exists: {out_dir}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+        merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+        merged.save_pretrained(work)
+        AutoTokenizer.from_pretrained(base_model_dir).save_pretrained(work)
+        work.rename(out_dir)  # atomic: a killed merge leaves no half model behind
+    finally:
+        if work.exists():
+            shutil.rmtree(work)
+    return out_dir
+
+
 def load_train_info(adapter_dir: Path) -> dict[str, Any]:
     """The ``teachloop-train.json`` written beside an adapter (config, log, timings, versions)."""
     return json.loads((Path(adapter_dir) / TRAIN_INFO_FILE).read_text())

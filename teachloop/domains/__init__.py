@@ -12,7 +12,8 @@ One module a job; import from here, not from the modules:
 - ``arithmetic``: ``ArithmeticDomain``
 - ``units``: ``UnitsDomain``
 - ``banks``: ``QuestionBank``, ``load_bank``
-- ``heldout``: ``heldout_problems``, ``heldout_questions`` (the held-out evaluation set)
+- ``heldout``: ``heldout_problems``, ``heldout_questions`` (the held-out evaluation set and
+  other named splits), ``uniform_problems`` (even draws over topics and difficulties)
 - ``reasoning_gym``: ``ReasoningGymDomain``, reasoning-gym's tasks as ``reasoning_gym.<task>``
   topics (loaded by ``build_domains`` when a config names such topics)
 """
@@ -39,7 +40,12 @@ from teachloop.domains.base import (
     Verdict,
     exact_verdict,
 )
-from teachloop.domains.heldout import distinct_problems, heldout_problems, heldout_questions
+from teachloop.domains.heldout import (
+    distinct_problems,
+    heldout_problems,
+    heldout_questions,
+    uniform_problems,
+)
 from teachloop.domains.units import UnitsDomain
 from teachloop.errors import ConfigError
 
@@ -120,4 +126,5 @@ __all__ = [
     "heldout_questions",
     "load_bank",
     "load_domain",
+    "uniform_problems",
 ]

@@ -1,4 +1,5 @@
-"""The held-out set: the problems evaluation asks, and so the questions lessons must never ask.
+"""Drawing sets of problems: the held-out set (the problems evaluation asks, and so the
+questions lessons must never ask), other named splits, and even draws for training data.
 
 It lives beside the generators because both sides use it: ``training.evaluate`` asks these
 questions, and the teacher (through the runner) leaves them out of lessons.
@@ -6,8 +7,9 @@ questions, and the teacher (through the runner) leaves them out of lessons.
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from teachloop.domains.base import MAX_DIFFICULTY, MIN_DIFFICULTY, Domain, DomainSet, Problem
 
@@ -23,21 +25,29 @@ def _difficulties(i: int, top: int = MAX_DIFFICULTY) -> list[int]:
 
 
 def heldout_problems(
-    domains: DomainSet, topics: Sequence[str], per_topic: int, seed: int
+    domains: DomainSet,
+    topics: Sequence[str],
+    per_topic: int,
+    seed: int,
+    *,
+    split: str = "heldout",
+    exclude: Collection[str] = (),
 ) -> list[Problem]:
     """``per_topic`` problems for each topic, difficulties cycling 1..5, no question text twice.
 
     Deterministic in (topics, per_topic, seed); each topic has its own generator
-    (``random.Random(f"heldout/{seed}/{topic}")``), so adding a topic leaves the others' problems
+    (``random.Random(f"{split}/{seed}/{topic}")``), so adding a topic leaves the others' problems
     unchanged. A domain that cannot produce enough distinct questions (a small question bank)
-    gives fewer for that topic rather than repeating one.
+    gives fewer for that topic rather than repeating one. ``split`` names another draw (an
+    experiment's per-seed validation and test splits); ``exclude``: questions it must not
+    contain (another split's), so splits are disjoint by construction.
     """
     if per_topic < 0:
         raise ValueError("per_topic must be >= 0")
-    seen: set[str] = set(domains.example_questions(dict.fromkeys(topics)))
+    seen: set[str] = set(domains.example_questions(dict.fromkeys(topics))) | set(exclude)
     problems: list[Problem] = []
     for topic in dict.fromkeys(topics):  # a topic named twice is evaluated once
-        rng = random.Random(f"heldout/{seed}/{topic}")
+        rng = random.Random(f"{split}/{seed}/{topic}")
         problems += distinct_problems(domains.domain_for(topic), topic, per_topic, rng, seen)
     return problems
 
@@ -76,3 +86,31 @@ def heldout_questions(
     return domains.example_questions(topics) | frozenset(
         p.question for p in heldout_problems(domains, topics, per_topic, seed)
     )
+
+
+def uniform_problems(
+    domains: DomainSet,
+    topics: Sequence[str],
+    n: int,
+    seed: int,
+    reserved: Collection[str],
+    *,
+    draw: str = "uniform",
+) -> list[Problem]:
+    """``n`` problems evenly over topics (in turn) and difficulties (cycling 1..5), none in
+    ``reserved`` and none twice: what standard distillation trains on. ``draw`` names the
+    generator stream (``random.Random(f"{draw}/{seed}/{topic}")``), so two draws with other
+    names are independent."""
+    seen = set(reserved)
+    per_topic = [
+        distinct_problems(
+            domains.domain_for(topic),
+            topic,
+            n // len(topics) + (i < n % len(topics)),
+            random.Random(f"{draw}/{seed}/{topic}"),
+            seen,
+        )
+        for i, topic in enumerate(topics)
+    ]
+    # Topics in turn (a topic that ran dry just drops out).
+    return [p for turn in itertools.zip_longest(*per_topic) for p in turn if p is not None]

@@ -1,0 +1,275 @@
+"""The second experiment design (issue 29): per-seed disjoint splits, an uneven pre-taught
+student, selection per example from a shared pool, budgets fixed per seed before any arm runs
+(and kept across a resume), budget curves, and what each arm trained on stored."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from tiny_model import build_tiny_model
+
+from teachloop import RunConfig, Store
+from teachloop.agents.backends.scripted import ScriptedBackend
+from teachloop.agents.student import Student
+from teachloop.domains import DomainSet, uniform_problems
+from teachloop.domains.arithmetic import ArithmeticDomain
+from teachloop.domains.units import UnitsDomain
+from teachloop.training.evaluate import score_all
+from teachloop.training.experiment import _weak, experiment_splits, run_experiment
+from teachloop.training.pretrain import pretrain_problems, pretrain_profile, pretrain_student
+from teachloop.training.selection import PoolItem, completion_losses, select
+
+TOPICS = ["arithmetic.addition", "arithmetic.multiplication"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def config(tmp_path: Path, tiny: Path, **experiment: object) -> RunConfig:
+    agent = {"model": str(tiny), "dtype": "float32"}
+    return RunConfig.validated(
+        {
+            "db": tmp_path / "exp.duckdb",
+            "topics": TOPICS,
+            "eval": {"per_topic": 4},
+            "lesson": {"questions": 2},
+            "teacher": {**agent, "max_tokens": 6},
+            "student": {**agent, "max_tokens": 6},
+            "training": {"steps": 2, "batch_size": 2},
+            "experiment": {"name": "design", "seeds": [0, 1], "examples": 4, **experiment},
+        }
+    )
+
+
+def domains() -> DomainSet:
+    return DomainSet([ArithmeticDomain(), UnitsDomain()])
+
+
+# -- splits --------------------------------------------------------------------------------------
+
+
+def test_each_seed_has_its_own_disjoint_validation_and_test_splits(tmp_path, tiny) -> None:
+    cfg = config(tmp_path, tiny)
+    ds = domains()
+    s0, s1 = experiment_splits(cfg, ds, 0), experiment_splits(cfg, ds, 1)
+    for split in (s0, s1):
+        test, validation = {p.question for p in split.test}, {p.question for p in split.validation}
+        assert len(test) == len(validation) == 8
+        assert not test & validation
+        assert not (test | validation) & ds.example_questions(cfg.topics)
+    assert {p.question for p in s0.test} != {p.question for p in s1.test}
+    assert experiment_splits(cfg, ds, 0) == s0  # deterministic
+    # What the student was pre-taught is in no split.
+    excluded = {p.question for p in s0.test[:3]}
+    again = experiment_splits(cfg, ds, 0, exclude=excluded)
+    assert not excluded & {p.question for p in again.test + again.validation}
+
+
+def test_weak_topics_are_those_below_the_mean_on_validation() -> None:
+    ds = domains()
+    problems = uniform_problems(ds, ("arithmetic.addition", "units.length", "units.mass"), 6, 0, ())
+    right = {"arithmetic.addition": [True, True], "units.length": [False, True]}
+
+    class S:
+        def __init__(self, correct: bool) -> None:
+            self.correct, self.answer = correct, None
+
+    scored = [S(right.get(p.topic, [False, False])[i // 3]) for i, p in enumerate(problems)]
+    # accuracies: addition 1.0, length 0.5, mass 0.0; mean 0.5 -> mass only
+    assert _weak(problems, scored) == ("units.mass",)
+    even = [S(True) for _ in problems]
+    assert set(_weak(problems, even)) == {"arithmetic.addition", "units.length", "units.mass"}
+
+
+# -- selection per example -----------------------------------------------------------------------
+
+
+def test_pool_rules_pick_what_they_say_on_a_scripted_student() -> None:
+    """The scripted student knows addition and nothing else: failed_only takes only its wrong
+    answers, correct_only only its right ones, student_loss the highest losses first, random
+    all of the pool in a seeded order."""
+    ds = domains()
+    problems = uniform_problems(ds, ("arithmetic.addition", "units.length"), 20, 0, ())
+    answers = {p.question: p.answer for p in problems}
+
+    def respond(request) -> str:
+        question = request.prompt.rsplit("Question: ", 1)[1].split("\n", 1)[0]
+        known = "plus" in question or "+" in question
+        return f" {answers[question]}" if known else " 0.123"
+
+    student = Student(ScriptedBackend(respond), ds, max_tokens=8)
+    scored = asyncio.run(score_all(student, problems))
+    items = [
+        PoolItem(
+            problem=p,
+            prompt=student.prompt(p.question, p.topic),
+            completion=student.reference_completion(p),
+            answer=s.answer,
+            correct=s.correct,
+            loss=float(i),
+        )
+        for i, (p, s) in enumerate(zip(problems, scored, strict=True))
+    ]
+    assert {i.problem.topic for i in items if i.correct} == {"arithmetic.addition"}
+    failed = select(items, "failed", seed=0)
+    assert failed and all(not i.correct for i in failed)
+    assert {i.problem.topic for i in failed} == {"units.length"}
+    correct = select(items, "correct", seed=0)
+    assert len(correct) + len(failed) == len(items) and all(i.correct for i in correct)
+    by_loss = select(items, "loss", seed=0)
+    assert [i.loss for i in by_loss] == sorted((i.loss for i in items), reverse=True)
+    shuffled = select(items, "random", seed=0)
+    assert sorted(i.loss for i in shuffled) == [i.loss for i in items]
+    assert shuffled == select(items, "random", seed=0) != select(items, "random", seed=1)
+    with pytest.raises(ValueError, match="loss"):
+        select([i.model_copy(update={"loss": None}) for i in items], "loss", seed=0)
+
+
+def test_completion_losses_batched_equal_one_at_a_time(tiny) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pairs = [("Question: What is 3 + 4?\nAnswer:", " 7"), ("Q: 12 - 5 =", " 7 and more")]
+    batched = completion_losses(tiny, pairs, batch_size=2)
+    tok = AutoTokenizer.from_pretrained(tiny)
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+    for (prompt, completion), loss in zip(pairs, batched, strict=True):
+        p = tok(prompt)["input_ids"]
+        c = tok(completion, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([p + c])).logits[0]
+        logp = torch.log_softmax(logits[len(p) - 1 : -1], dim=-1)
+        expected = -logp[range(len(c)), c].mean().item()
+        assert loss == pytest.approx(expected, rel=1e-4)
+
+
+# -- the pre-taught student ----------------------------------------------------------------------
+
+
+def test_pretraining_makes_the_student_differ_on_the_pretaught_topics(tmp_path, tiny) -> None:
+    cfg = config(
+        tmp_path,
+        tiny,
+        pretrain={
+            "topics": ["arithmetic.addition"],
+            "examples": 8,
+            "training": {"steps": 12, "learning_rate": 5e-3},
+        },
+    )
+    ds = domains()
+    out = pretrain_student(cfg, ds, tiny, tmp_path / "pretrained", progress=False)
+    assert (out / "config.json").is_file()
+    profile = pretrain_profile(out)
+    assert set(profile) == {"base", "pretrained"} and set(profile["base"]) == set(TOPICS)
+    # The pre-taught topic's reference answers became likelier; the other topic's moved less.
+    student = Student(None, ds, max_tokens=6)
+    taught = pretrain_problems(cfg, ds)
+    assert {p.topic for p in taught} == {"arithmetic.addition"} and len(taught) == 8
+    other = uniform_problems(ds, ("arithmetic.multiplication",), 8, 0, ())
+
+    def losses(model: Path, problems) -> float:
+        pairs = [
+            (student.prompt(p.question, p.topic), student.reference_completion(p)) for p in problems
+        ]
+        return sum(completion_losses(model, pairs)) / len(pairs)
+
+    taught_drop = losses(tiny, taught) - losses(out, taught)
+    other_drop = losses(tiny, other) - losses(out, other)
+    assert taught_drop > 0.5 and taught_drop > other_drop
+    # Reused as it is; other settings are refused, not silently mixed.
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    assert pretrain_student(cfg, ds, tiny, out, progress=False) == out
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+    other_cfg = config(tmp_path, tiny, pretrain={"topics": ["arithmetic.addition"], "examples": 9})
+    with pytest.raises(Exception, match="other settings"):
+        pretrain_student(other_cfg, ds, tiny, out, progress=False)
+
+
+# -- the experiment -----------------------------------------------------------------------------
+
+
+def test_pool_arms_budgets_fixed_per_seed_and_kept_across_a_resume(tmp_path, tiny) -> None:
+    arms = ["base", "random", "failed_only", "student_loss", "oracle"]
+    cfg = config(tmp_path, tiny, arms=arms, pool=12, budgets=[2], primary=["failed_only", "random"])
+
+    class Crash(Exception):
+        pass
+
+    def crash(result) -> None:
+        if (result.seed, result.arm) == (0, "failed_only"):
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_experiment(cfg, progress=False, on_arm=crash)
+    store = Store(cfg.db)
+    plan = store.seed_plan("design", 0)
+    assert plan is not None and 1 <= plan.examples <= 4
+    results = run_experiment(cfg, progress=False)
+    names = arms + [f"{a}@2" for a in arms if a != "base"]
+    assert {(r.seed, r.arm) for r in results} == {(s, a) for s in (0, 1) for a in names}
+    for seed in (0, 1):
+        plan = store.seed_plan("design", seed)
+        assert plan is not None and plan.weak_topics
+        rows = {r.arm: r for r in results if r.seed == seed}
+        full = {(rows[a].examples, rows[a].steps) for a in arms if a != "base"}
+        assert full == {(plan.examples, 2)}  # the stored budget, before and after the crash
+        curve = {(rows[f"{a}@2"].examples, rows[f"{a}@2"].steps) for a in arms if a != "base"}
+        assert curve == {
+            (min(2, plan.examples), max(1, round(2 * min(2, plan.examples) / plan.examples)))
+        }
+    # Each arm trained on distinct questions, recorded in order; the curve's are a prefix.
+    examples = store.experiment_examples("design")
+    by_arm: dict[tuple[int, str], list[str]] = {}
+    for e in examples:
+        by_arm.setdefault((e.seed, e.arm), []).append(e.question)
+    assert all(len(set(q)) == len(q) for q in by_arm.values())
+    for seed in (0, 1):
+        for arm in arms[1:]:
+            assert by_arm[(seed, f"{arm}@2")] == by_arm[(seed, arm)][:2]
+    # failed_only trained only on questions the starting student got wrong in its pool.
+    shares = store.trained_shares("design")
+    assert {s.arm for s in shares} == {a for a in names if a != "base"}
+    # Answers stored; test questions differ between seeds, identical across arms within one.
+    outcomes = store.query(
+        "SELECT seed, arm, list(question ORDER BY question_index) AS q, "
+        "count(answer) + count(*) FILTER (WHERE answer IS NULL) AS n "
+        "FROM experiment_outcomes GROUP BY ALL"
+    ).to_pylist()
+    per_seed = {}
+    for row in outcomes:
+        per_seed.setdefault(row["seed"], set()).add(tuple(row["q"]))
+        assert row["n"] == 8
+    assert all(len(qs) == 1 for qs in per_seed.values()) and per_seed[0] != per_seed[1]
+    validation = store.validation_outcomes("design")
+    assert {v.seed for v in validation} == {0, 1}
+    test_questions = {q for qs in per_seed.values() for t in qs for q in t}
+    assert not test_questions & {v.question for v in validation}
+
+
+def test_failed_only_trains_on_the_pool_answers_the_student_got_wrong(tmp_path, tiny) -> None:
+    """The random-weight student gets (almost) everything wrong, so failed_only's examples are
+    pool questions it failed: checked against its stored pool answers via a rerun of scoring."""
+    cfg = config(tmp_path, tiny, arms=["failed_only"], pool=6, seeds=[3])
+    run_experiment(cfg, progress=False)
+    store = Store(cfg.db)
+    trained = [e.question for e in store.experiment_examples("design")]
+    ds = domains()
+    from teachloop.training.evaluate import score_model
+
+    problems = {
+        p.question: p
+        for p in uniform_problems(
+            ds,
+            cfg.topics,
+            6,
+            3,
+            ds.example_questions(cfg.topics)
+            | {p.question for s in (experiment_splits(cfg, ds, 3),) for p in s.validation + s.test},
+            draw="pool",
+        )
+    }
+    assert set(trained) <= set(problems)
+    scored = score_model(cfg, ds, [[problems[q] for q in trained]])[0]
+    assert not any(s.correct for s in scored)
