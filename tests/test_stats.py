@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from teachloop.training.stats import (
+    cluster_bootstrap,
+    cluster_draws,
     holm,
     mcnemar,
     mean_interval,
-    paired_bootstrap,
-    pooled_mcnemar,
+    paired_t,
+    seed_paired,
     t_quantile,
 )
 
@@ -35,7 +39,7 @@ def test_mcnemar_exact_p_by_hand():
     assert pytest.approx(0.038574, abs=1e-6) == 2 * (1 + 12 + 66) / 4096
     assert result.p_value == pytest.approx(0.0386, abs=5e-5)
     assert result.p_value == 2 * 79 / 4096
-    assert (result.n, result.b01, result.b10, result.seeds) == (50, 10, 2, 1)
+    assert (result.n, result.b01, result.b10) == (50, 10, 2)
     assert result.accuracy_a == pytest.approx(32 / 50)
     assert result.accuracy_b == pytest.approx(40 / 50)
     assert result.difference == pytest.approx(8 / 50)
@@ -80,33 +84,6 @@ def test_paired_test_is_frozen():
     result = mcnemar(*discordant(3, 1))
     with pytest.raises(ValidationError):
         result.p_value = 0.0
-
-
-# --- pooled over seeds ------------------------------------------------------------------------
-
-
-def test_pooled_mcnemar_concatenates_seeds():
-    seed0 = discordant(b01=4, b10=1, both_right=5)
-    seed1 = discordant(b01=6, b10=1, both_right=3, both_wrong=2)
-    pooled = pooled_mcnemar([seed0, seed1])
-    assert (pooled.n, pooled.b01, pooled.b10, pooled.seeds) == (22, 10, 2, 2)
-    assert pooled.p_value == 2 * 79 / 4096
-    assert pooled.difference == pytest.approx(8 / 22)
-    assert pooled.accuracy_a == pytest.approx(10 / 22)
-    # same as McNemar on the concatenation
-    flat = mcnemar(seed0[0] + seed1[0], seed0[1] + seed1[1])
-    assert flat.model_dump(exclude={"seeds"}) == pooled.model_dump(exclude={"seeds"})
-
-
-def test_pooled_mcnemar_seed_specific_sets_and_errors():
-    # seeds may evaluate different numbers of questions
-    pooled = pooled_mcnemar([discordant(2, 0), discordant(1, 0, both_right=9)])
-    assert (pooled.n, pooled.b01, pooled.b10) == (12, 3, 0)
-    assert pooled.p_value == pytest.approx(2 / 8)
-    with pytest.raises(ValueError, match=r"of pairs\[1\] has 2 outcomes and b of pairs\[1\] has 1"):
-        pooled_mcnemar([discordant(1, 1), ([True, False], [True])])
-    with pytest.raises(ValueError, match="at least one"):
-        pooled_mcnemar([])
 
 
 # --- t interval -------------------------------------------------------------------------------
@@ -159,61 +136,166 @@ def test_mean_interval_single_value_and_errors():
         mean_interval([0.1, 0.2], level=95)
 
 
-# --- bootstrap --------------------------------------------------------------------------------
+# --- per-seed paired difference ---------------------------------------------------------------
+
+# 3 seeds x 4 questions, (reference, arm) per seed, written out:
+#   seed 0: reference right on q0, q2; arm the same         -> d0 = 2/4 - 2/4 = 0
+#   seed 1: reference right on q2; arm on q0, q2             -> d1 = 2/4 - 1/4 = 0.25
+#   seed 2: reference right on q3; arm on q0, q1, q2         -> d2 = 3/4 - 1/4 = 0.5
+T, F = True, False
+HAND = [
+    ([T, F, T, F], [T, F, T, F]),
+    ([F, F, T, F], [T, F, T, F]),
+    ([F, F, F, T], [T, T, T, F]),
+]
 
 
-def test_bootstrap_identical_arms():
-    a = [True, False, True, True, False] * 10
-    result = paired_bootstrap(a, list(a))
-    assert result.difference == 0.0
-    assert result.low == result.high == 0.0
-    assert result.low <= 0.0 <= result.high
-    assert result.p_value == 1.0
+def test_seed_paired_matches_the_hand_computation():
+    result = seed_paired(HAND, resamples=2000)
+    assert result.differences == [0.0, 0.25, 0.5]
+    assert result.seeds == 3
+    # mean 0.25; sd: deviations -0.25, 0, 0.25 -> sqrt((0.0625 + 0 + 0.0625) / 2) = 0.25
+    t = result.t
+    assert (t.mean, t.sd, t.n, t.df) == (0.25, 0.25, 3, 2)
+    # t = 0.25 / (0.25 / sqrt(3)) = sqrt(3), on 2 degrees of freedom
+    assert t.t == pytest.approx(math.sqrt(3), rel=1e-12)
+    # Student-t with 2 df in closed form: P(|T| <= x) = x / sqrt(2 + x^2), so the 0.975
+    # quantile is q * sqrt(2 / (1 - q^2)) with q = 0.95, and p = 1 - sqrt(3) / sqrt(5).
+    q975 = 0.95 * math.sqrt(2 / (1 - 0.95**2))
+    assert q975 == pytest.approx(4.302653, abs=1e-6)  # the printed table's 4.3027
+    half = q975 * 0.25 / math.sqrt(3)
+    assert half == pytest.approx(0.621034, abs=1e-6)
+    assert t.low == pytest.approx(0.25 - half, rel=1e-12)
+    assert t.high == pytest.approx(0.25 + half, rel=1e-12)
+    assert t.p_value == pytest.approx(1 - math.sqrt(3 / 5), rel=1e-12)  # 0.225403
+    # McNemar per seed: no discordant pair; b01 = 1, b10 = 0; b01 = 3, b10 = 1
+    # (p = 2 * P(X <= 1 | Binomial(4, 1/2)) = 2 * 5 / 16)
+    assert [(m.b01, m.b10, m.p_value) for m in result.mcnemar] == [
+        (0, 0, 1.0),
+        (1, 0, 1.0),
+        (3, 1, 0.625),
+    ]
+    assert [m.difference for m in result.mcnemar] == result.differences
+    assert result.bootstrap.difference == 0.25
+    assert (result.bootstrap.seeds, result.bootstrap.questions) == (3, 12)
 
 
-def test_bootstrap_clearly_better_arm():
-    # a right on 10 of 50 questions, b right on 40 of 50, b right wherever a is
-    a = [True] * 10 + [False] * 40
-    b = [True] * 40 + [False] * 10
-    result = paired_bootstrap(a, b)
-    assert (result.b01, result.b10) == (30, 0)
-    assert result.difference == pytest.approx(0.6)
-    assert result.p_value < 0.001
-    assert 0.0 < result.low < 0.6 < result.high <= 1.0
-    # the opposite direction is the mirror image
-    reverse = paired_bootstrap(b, a)
-    assert reverse.difference == pytest.approx(-0.6)
-    assert reverse.p_value < 0.001
-    assert reverse.high < 0.0
+def test_paired_t_edges():
+    one = paired_t([0.1])
+    assert (one.low, one.high, one.t, one.p_value, one.df) == (0.1, 0.1, None, None, 0)
+    same = paired_t([0.25, 0.25, 0.25])  # every seed the same non-zero difference
+    assert (same.low, same.high, same.sd, same.t, same.p_value) == (0.25, 0.25, 0.0, None, 0.0)
+    assert paired_t([0.0, 0.0]).p_value == 1.0
+    # symmetric in sign; 90% interval narrower
+    assert paired_t([-0.0, -0.25, -0.5]).p_value == pytest.approx(1 - math.sqrt(3 / 5))
+    assert paired_t([0, 0.25, 0.5], level=0.9).high < paired_t([0, 0.25, 0.5]).high
+    # df = 1 is Cauchy: p = 1 - (2 / pi) * atan(|t|); d = (0.1, 0.3): t = 0.2 / 0.1 = 2
+    assert paired_t([0.1, 0.3]).p_value == pytest.approx(1 - 2 / math.pi * math.atan(2))
 
 
-def test_bootstrap_matches_resampling_theory():
-    # b01=10, b10=2 of 50: d in {+1 x10, -1 x2, 0 x38}; Var(mean d*) = var_pop(d) / n
+# --- cluster bootstrap ------------------------------------------------------------------------
+
+
+def test_cluster_bootstrap_identical_arms_has_zero_width():
+    # Within every seed the two arms agree question by question (accuracy 50%, 25%, 75%): with
+    # the same resampled questions for both arms every resample differs by exactly 0. (Drawing
+    # the arms' questions independently would not.)
+    seeds = [[T, F, T, F], [F, F, T, F], [T, T, F, T]]
+    result = cluster_bootstrap([(s, list(s)) for s in seeds], resamples=2000)
+    assert (result.difference, result.low, result.high, result.p_value) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_cluster_bootstrap_same_difference_everywhere_is_exact():
+    # The arm right and the reference wrong on every question of every seed: d = 1 always.
+    pairs = [([F] * 4, [T] * 4), ([F] * 3, [T] * 3)]
+    result = cluster_bootstrap(pairs, resamples=1000)
+    assert (result.difference, result.low, result.high, result.p_value) == (1.0, 1.0, 1.0, 0.0)
+
+
+def test_cluster_bootstrap_resamples_seeds():
+    # Seed A: arm right, reference wrong on all 4 (d = 1 per question); seed B: both right on
+    # all 4 (d = 0). Questions add nothing; the seeds drawn decide: the mean is 0, 1/2 or 1 with
+    # probabilities 1/4, 1/2, 1/4, so the 95% interval is [0, 1] exactly and p = 2 * 1/4.
+    pairs = [([F] * 4, [T] * 4), ([T] * 4, [T] * 4)]
+    result = cluster_bootstrap(pairs, resamples=20_000, seed=1)
+    assert (result.difference, result.low, result.high) == (0.5, 0.0, 1.0)
+    assert result.p_value == pytest.approx(0.5, abs=0.02)
+
+
+def _enumerated(per_question: list[list[int]]) -> dict[Fraction, Fraction]:
+    """The cluster bootstrap's exact distribution by brute force: every draw of seeds, and for
+    each drawn seed every draw of its question indices, each equally likely."""
+    seeds = len(per_question)
+    dist: dict[Fraction, Fraction] = {}
+    for picks in itertools.product(range(seeds), repeat=seeds):
+        draws = [
+            list(itertools.product(per_question[s], repeat=len(per_question[s]))) for s in picks
+        ]
+        weight = Fraction(1, seeds**seeds * math.prod(len(d) for d in draws))
+        for combo in itertools.product(*draws):
+            stat = sum(Fraction(sum(q), len(q)) for q in combo) / seeds
+            dist[stat] = dist.get(stat, Fraction(0)) + weight
+    return dist
+
+
+def test_cluster_bootstrap_matches_brute_force_enumeration():
+    # Seed A (3 questions): reference wrong on all, arm right on two -> d per question 1, 1, 0.
+    # Seed B (2 questions): reference right on one, arm on none -> -1, 0. Observed: (2/3 - 1/2)/2.
+    pairs = [([F, F, F], [T, T, F]), ([T, F], [F, F])]
+    exact = _enumerated([[1, 1, 0], [-1, 0]])
+    assert sum(exact.values()) == 1 and len(exact) == 16
+    resamples = 200_000
+    draws = cluster_draws(np.array([[2, 0, 3], [0, 1, 2]]), resamples, np.random.default_rng(0))
+    # every value on the 1/12 grid, each as often as enumerated (sd of a share <= 0.0012)
+    twelfths = np.rint(draws * 12).astype(int)
+    assert np.allclose(draws * 12, twelfths)
+    counts = dict(zip(*np.unique(twelfths, return_counts=True), strict=True))
+    for value, p in exact.items():
+        assert counts.get(int(value * 12), 0) / resamples == pytest.approx(float(p), abs=0.006)
+    # The public result: p = 2 * P(mean <= 0) = 2 * 0.44479 exactly, and the percentile
+    # interval falls on the enumerated quantiles (CDF(-1) = 0.016 < 0.025 <= CDF(-3/4) = 0.078;
+    # CDF(2/3) = 0.912 < 0.975 <= CDF(5/6) = 0.978).
+    result = cluster_bootstrap(pairs, resamples=resamples)
+    assert result.difference == pytest.approx(1 / 12)
+    p_exact = 2 * float(sum(p for v, p in exact.items() if v <= 0))
+    assert p_exact == pytest.approx(0.889575, abs=1e-6)
+    assert result.p_value == pytest.approx(p_exact, abs=0.01)
+    assert (result.low, result.high) == (pytest.approx(-0.75), pytest.approx(5 / 6))
+
+
+def test_cluster_bootstrap_one_seed_is_the_paired_bootstrap():
+    # One seed: only questions are resampled. b01=10, b10=2 of 50: d in {+1 x10, -1 x2, 0 x38};
+    # Var(mean d*) = var_pop(d) / n, so the interval is close to the normal one.
     a, b = discordant(b01=10, b10=2, both_right=30, both_wrong=8)
-    result = paired_bootstrap(a, b, resamples=20_000, seed=3)
+    result = cluster_bootstrap([(a, b)], resamples=20_000, seed=3)
     mean_d, mean_d2 = 8 / 50, 12 / 50
     sd = math.sqrt((mean_d2 - mean_d**2) / 50)
     z = 1.959964
     assert result.low == pytest.approx(mean_d - z * sd, abs=0.02)
     assert result.high == pytest.approx(mean_d + z * sd, abs=0.02)
-    # close to the exact McNemar p (0.0386) for this table
-    assert 0.01 < result.p_value < 0.08
+    assert 0.01 < result.p_value < 0.08  # near the exact McNemar p (0.0386)
+    reverse = cluster_bootstrap([(b, a)], resamples=20_000, seed=3)
+    assert reverse.difference == pytest.approx(-0.16) and reverse.high < 0
 
 
-def test_bootstrap_deterministic_by_seed():
-    a, b = discordant(b01=6, b10=4, both_right=20, both_wrong=10)
-    first = paired_bootstrap(a, b, seed=7, resamples=2000)
-    assert first == paired_bootstrap(a, b, seed=7, resamples=2000)
-    other = paired_bootstrap(a, b, seed=8, resamples=2000)
+def test_cluster_bootstrap_deterministic_by_seed():
+    pairs = [discordant(b01=6, b10=4, both_right=20), discordant(b01=3, b10=5, both_wrong=9)]
+    first = cluster_bootstrap(pairs, seed=7, resamples=2000)
+    assert first == cluster_bootstrap(pairs, seed=7, resamples=2000)
+    other = cluster_bootstrap(pairs, seed=8, resamples=2000)
     assert (other.low, other.high, other.p_value) != (first.low, first.high, first.p_value)
     assert (first.seed, first.resamples, first.level) == (7, 2000, 0.95)
 
 
-def test_bootstrap_refuses_bad_input():
-    with pytest.raises(ValueError, match=r"a has 2 outcomes and b has 3"):
-        paired_bootstrap([True, True], [True, False, True])
+def test_paired_over_seeds_refuses_bad_input():
+    with pytest.raises(ValueError, match=r"a of pairs\[1\] has 2 outcomes and b of pairs\[1\]"):
+        cluster_bootstrap([discordant(1, 1), ([True, False], [True])])
+    with pytest.raises(ValueError, match="at least one seed"):
+        seed_paired([])
+    with pytest.raises(ValueError, match=r"pairs\[0\] has 0 outcomes"):
+        cluster_bootstrap([([], [])])
     with pytest.raises(ValueError, match="resamples"):
-        paired_bootstrap([True], [False], resamples=0)
+        cluster_bootstrap([([True], [False])], resamples=0)
 
 
 # --- Holm -------------------------------------------------------------------------------------

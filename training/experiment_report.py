@@ -1,7 +1,15 @@
-"""An experiment's report: ``experiment.md`` with the table of arms (mean and 95% interval over
-seeds, paired tests against ``base`` and ``uniform_sft``) and three plots: accuracy per arm,
-accuracy against the budget spent, and per-topic lift against how often the teacher targeted
-the topic. Everything shown comes from ``summarize_experiment``; nothing here computes."""
+"""An experiment's report: ``experiment-NAME.md`` and its plots, from ``summarize_experiment``.
+
+In order: the pre-registered primary comparison, stated before any number (or that there is
+none, so every comparison is exploratory), then its result (the mean per-seed paired difference
+with its t-interval and p, the cluster-bootstrap interval, the number of seeds) and its seeds
+one by one with McNemar's test; the arms (accuracy as the mean over seeds with a 95%
+t-interval, and the budget); accuracy per topic and per difficulty with the paired difference
+against the reference; the secondary comparisons with Holm-adjusted p, and their seeds; the
+targeting table. Plots: accuracy per arm, the budget curve (accuracy against examples and
+against teacher tokens, one line per arm without its ``@budget`` suffix), and per-topic lift
+against how often the teacher targeted the topic. Everything shown comes from the summary;
+nothing here computes statistics."""
 
 from __future__ import annotations
 
@@ -12,8 +20,9 @@ from typing import BinaryIO
 
 from pydantic import BaseModel
 
-from teachloop.training.comparison import ExperimentSummary
+from teachloop.training.comparison import ArmSummary, Comparison, ExperimentSummary
 from teachloop.training.report import figure
+from teachloop.training.stats import Interval
 
 ARMS_PNG = "experiment_arms.png"
 BUDGET_PNG = "experiment_budget.png"
@@ -34,16 +43,40 @@ def write_experiment_report(summary: ExperimentSummary, out_dir: Path) -> Path:
     return path
 
 
+# --- formatting -------------------------------------------------------------------------------
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def _p(p: float) -> str:
+def _points(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "-"
     return "<0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
+def _range(low: float, high: float) -> str:
+    return f"[{_points(low)}, {_points(high)}]"
+
+
+def _accuracy(i: Interval) -> str:
+    text = _pct(i.mean)
+    return text if i.n < 2 else f"{text} [{_pct(i.low)}, {_pct(i.high)}]"
+
+
+def _difference(i: Interval) -> str:
+    text = _points(i.mean)
+    return text if i.n < 2 else f"{text} [{_points(i.low)}, {_points(i.high)}]"
+
+
 class TextTable(BaseModel):
-    """A table of formatted cells: the report writes it as Markdown, the viewer as HTML."""
+    """A table of formatted cells: the report writes it as Markdown, the viewer as HTML. A
+    table without rows is its note alone."""
 
     title: str
     note: str
@@ -51,66 +84,208 @@ class TextTable(BaseModel):
     rows: list[list[str]]
 
 
+# --- tables -----------------------------------------------------------------------------------
+
+
+def _statement(summary: ExperimentSummary) -> str:
+    if summary.primary is None:
+        return (
+            "No primary comparison was named in the design (`[experiment] primary`): every "
+            "comparison in this report is exploratory."
+        )
+    arm, reference = summary.primary
+    return (
+        f"Pre-registered in the design (`[experiment] primary`): **{arm}** against "
+        f"**{reference}**. The statistic is the per-seed paired difference (held-out accuracy "
+        f"of {arm} minus {reference} on the seed's questions, which both answered), averaged "
+        "over seeds: its 95% Student-t interval and two-sided t-test on seeds - 1 degrees of "
+        "freedom, and a cluster bootstrap that resamples seeds and, within each, questions "
+        "(the same questions for both arms). It is the one confirmatory test: unadjusted."
+    )
+
+
+def _comparison_cells(c: Comparison) -> list[str]:
+    t, boot = c.paired.t, c.paired.bootstrap
+    return [
+        str(c.paired.seeds),
+        _points(t.mean),
+        _range(t.low, t.high) if t.n > 1 else "-",  # one seed: no interval over seeds
+        _p(t.p_value),
+        _range(boot.low, boot.high),
+        _p(boot.p_value),
+    ]
+
+
+def primary_table(summary: ExperimentSummary) -> TextTable:
+    rows = []
+    note = _statement(summary)
+    result = summary.primary_result
+    if result is not None:
+        rows.append([f"{result.arm} - {result.against}", *_comparison_cells(result)])
+        note += (
+            f" Differences in points; bootstrap: {summary.resamples:,} resamples, percentile "
+            "interval."
+        )
+    elif summary.primary is not None:
+        note += " Not computed yet: the two arms have no seed with results in common."
+    return TextTable(
+        title="Primary comparison",
+        note=note,
+        header=[
+            *("comparison", "seeds", "difference", "95% t-interval", "p (t-test)"),
+            *("cluster bootstrap 95%", "bootstrap p"),
+        ],
+        rows=rows,
+    )
+
+
+def primary_seeds_table(summary: ExperimentSummary) -> TextTable | None:
+    result = summary.primary_result
+    if result is None:
+        return None
+    rows = [
+        [
+            str(seed),
+            str(m.n),
+            _pct(m.accuracy_a),
+            _pct(m.accuracy_b),
+            _points(m.difference),
+            str(m.b01),
+            str(m.b10),
+            _p(m.p_value),
+        ]
+        for seed, m in zip(result.seeds, result.paired.mcnemar, strict=True)
+    ]
+    return TextTable(
+        title="Primary comparison per seed",
+        note="Each seed's questions, paired: accuracy in %, the difference in points, how many "
+        "questions only one of the two got right, and the exact McNemar test of that seed "
+        "(secondary: one seed's questions, not a test over seeds).",
+        header=[
+            *("seed", "questions", f"{result.against} %", f"{result.arm} %", "difference"),
+            *(f"only {result.arm} right", f"only {result.against} right", "McNemar p"),
+        ],
+        rows=rows,
+    )
+
+
 def arms_table(summary: ExperimentSummary) -> TextTable:
     seeds = ", ".join(str(s) for s in summary.seeds)
-    rows = []
-    for arm in summary.arms:
-        cells = [
+    rows = [
+        [
             arm.arm,
             arm.data,
             arm.method or "-",
-            _pct(arm.accuracy.mean)
-            if arm.seeds < 2  # one seed: no interval over seeds (the paired tests still hold)
-            else f"{_pct(arm.accuracy.mean)} [{_pct(arm.accuracy.low)}, {_pct(arm.accuracy.high)}]",
-        ]
-        for reference in ("base", "uniform_sft"):
-            c = summary.comparison(arm.arm, reference)
-            cells.append(
-                "-"
-                if c is None
-                else f"{100 * c.mcnemar.difference:+.1f} ({_p(c.mcnemar.p_value)}, {_p(c.p_holm)})"
-            )
-        cells += [
+            str(arm.seeds),
+            _accuracy(arm.accuracy),
             f"{arm.examples:.0f}",
             f"{arm.steps:.0f}",
             f"{arm.teacher_tokens:.0f}",
             f"{arm.data_wall_s:.0f}",
             f"{arm.train_wall_s:.0f}",
         ]
-        rows.append(cells)
+        for arm in summary.arms
+    ]
     return TextTable(
-        title=f"Experiment `{summary.experiment}`",
-        note=f"Seeds: {seeds}. Held-out accuracy in %, mean over seeds with a 95% t-interval; "
-        "differences are pooled over seeds on identical questions (arm minus reference), "
-        "p from an exact McNemar test, Holm-adjusted over the comparisons of one topic.",
+        title="Arms",
+        note=f"Seeds: {seeds}. Held-out accuracy in %, mean over seeds with a 95% t-interval "
+        "(none with one seed); the budget as the mean over seeds.",
         header=[
-            *("arm", "data", "method", "accuracy % [95% CI]", "vs base: diff (p, p Holm)"),
-            *("vs uniform_sft: diff (p, p Holm)", "examples", "steps", "teacher tokens"),
-            *("data s", "train s"),
+            *("arm", "data", "method", "seeds", "accuracy % [95% CI]", "examples", "steps"),
+            *("teacher tokens", "data s", "train s"),
         ],
         rows=rows,
     )
 
 
-def topics_table(summary: ExperimentSummary) -> TextTable | None:
-    topics = sorted({t for a in summary.arms for t in a.topics})
-    if not topics:
+def _breakdown(summary: ExperimentSummary, by: str) -> TextTable | None:
+    topics = by == "topic"
+    cells = sorted(
+        {c for a in summary.arms for c in (a.topics if topics else a.difficulties)},
+        key=lambda c: (str(type(c)), c),
+    )
+    if not cells:
         return None
     rows = []
     for arm in summary.arms:
-        cells = [arm.arm]
-        for t in topics:
-            text = _pct(arm.topics[t].mean) if t in arm.topics else "-"
-            c = summary.comparison(arm.arm, "base", t)
-            if c is not None:
-                text += f" ({100 * c.mcnemar.difference:+.1f}, p {_p(c.p_holm)})"
-            cells.append(text)
-        rows.append(cells)
+        accuracy = arm.topics if topics else arm.difficulties
+        differences = arm.topic_differences if topics else arm.difficulty_differences
+        row = [arm.arm]
+        for c in cells:
+            text = _pct(accuracy[c].mean) if c in accuracy else "-"
+            if c in differences:
+                text += f" ({_difference(differences[c])})"
+            row.append(text)
+        rows.append(row)
+    against = (
+        f"and the difference against {summary.reference} in points: the mean over seeds of the "
+        "per-seed paired difference on the same questions, with its 95% t-interval"
+        if summary.reference
+        else "(no reference arm to take differences against)"
+    )
     return TextTable(
-        title="Per topic",
-        note="Accuracy % (mean over seeds), and the difference against base pooled over seeds "
-        "with its Holm-adjusted p.",
-        header=["arm", *topics],
+        title="Per topic" if topics else "Per difficulty",
+        note=f"Accuracy % (mean over seeds) {against}.",
+        header=["arm", *(str(c) if topics else f"difficulty {c}" for c in cells)],
+        rows=rows,
+    )
+
+
+def topics_table(summary: ExperimentSummary) -> TextTable | None:
+    return _breakdown(summary, "topic")
+
+
+def difficulties_table(summary: ExperimentSummary) -> TextTable | None:
+    return _breakdown(summary, "difficulty")
+
+
+def comparisons_table(summary: ExperimentSummary) -> TextTable | None:
+    if not summary.comparisons:
+        return None
+    rows = [[c.arm, c.against, *_comparison_cells(c), _p(c.p_holm)] for c in summary.comparisons]
+    if summary.primary is None:
+        title = "Comparisons (exploratory)"
+        family = "each arm against base and uniform_sft"
+    else:
+        title = "Secondary comparisons"
+        family = f"each other arm against {summary.primary[1]} and base"
+    return TextTable(
+        title=title,
+        note=f"The family: {family} (against a reference with a budget suffix, arms of that "
+        "budget only). The same statistics as the primary: mean per-seed paired difference in "
+        "points, t-interval and t-test p, cluster bootstrap; p Holm: the t-test p adjusted "
+        "over this family (Holm-Bonferroni).",
+        header=[
+            *("arm", "reference", "seeds", "difference", "95% t-interval", "p (t-test)"),
+            *("cluster bootstrap 95%", "bootstrap p", "p Holm"),
+        ],
+        rows=rows,
+    )
+
+
+def seeds_table(summary: ExperimentSummary) -> TextTable | None:
+    if not summary.comparisons:
+        return None
+    rows = []
+    for c in summary.comparisons:
+        by_seed = dict(zip(c.seeds, c.paired.mcnemar, strict=True))
+        rows.append(
+            [
+                c.arm,
+                c.against,
+                *(
+                    f"{_points(by_seed[s].difference)} ({_p(by_seed[s].p_value)})"
+                    if s in by_seed
+                    else "-"
+                    for s in summary.seeds
+                ),
+            ]
+        )
+    return TextTable(
+        title="Per seed",
+        note="The comparisons above seed by seed: the difference in points on the seed's "
+        "questions, and in brackets the exact McNemar p of that seed (unadjusted).",
+        header=["arm", "reference", *(f"seed {s}" for s in summary.seeds)],
         rows=rows,
     )
 
@@ -121,7 +296,7 @@ def targeting_table(summary: ExperimentSummary) -> TextTable | None:
     arms = [a.arm for a in summary.arms if a.arm != "base"]
     rows = []
     for t in summary.targeting:
-        lifts = [f"{100 * t.lift[a]:+.1f}" if a in t.lift else "-" for a in arms]
+        lifts = [_points(t.lift[a]) if a in t.lift else "-" for a in arms]
         rows.append([t.topic, _pct(t.share.mean), *lifts])
     return TextTable(
         title="Targeting",
@@ -132,68 +307,104 @@ def targeting_table(summary: ExperimentSummary) -> TextTable | None:
     )
 
 
+def tables(summary: ExperimentSummary) -> list[TextTable]:
+    """The report's tables in order, the primary comparison first."""
+    every = [
+        primary_table(summary),
+        primary_seeds_table(summary),
+        arms_table(summary),
+        topics_table(summary),
+        difficulties_table(summary),
+        comparisons_table(summary),
+        seeds_table(summary),
+        targeting_table(summary),
+    ]
+    return [t for t in every if t is not None]
+
+
 def _markdown_rows(table: TextTable) -> list[str]:
+    if not table.rows:
+        return []
     lines = ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
-    return lines + ["| " + " | ".join(cells) + " |" for cells in table.rows]
+    return ["", *lines, *("| " + " | ".join(cells) + " |" for cells in table.rows)]
 
 
 def render_markdown(
     summary: ExperimentSummary, *, images: bool = False, targeting_plot: bool = False
 ) -> str:
-    arms = arms_table(summary)
-    lines = [f"# {arms.title}", "", arms.note, "", *_markdown_rows(arms)]
-    for table in (topics_table(summary), targeting_table(summary)):
-        if table is not None:
-            lines += ["", f"## {table.title}", "", table.note, "", *_markdown_rows(table)]
+    lines = [f"# Experiment `{summary.experiment}`"]
+    for table in tables(summary):
+        lines += ["", f"## {table.title}", "", table.note, *_markdown_rows(table)]
     if images:
-        lines += ["", f"![accuracy per arm]({ARMS_PNG})", "", f"![budget]({BUDGET_PNG})"]
+        lines += ["", f"![accuracy per arm]({ARMS_PNG})", "", f"![budget curve]({BUDGET_PNG})"]
         if targeting_plot:
             lines += ["", f"![targeting]({TARGETING_PNG})"]
     return "\n".join(lines) + "\n"
+
+
+# --- plots ------------------------------------------------------------------------------------
+
+
+def _errors(intervals: list[Interval]) -> list[list[float]]:
+    return [[i.mean - i.low for i in intervals], [i.high - i.mean for i in intervals]]
 
 
 def _plot_arms(summary: ExperimentSummary, out: BinaryIO) -> None:
     fig = figure(max(6.0, 1.1 * len(summary.arms) + 2), 4.0)
     ax = fig.add_subplot()
     xs = range(len(summary.arms))
-    means = [a.accuracy.mean for a in summary.arms]
-    errors = [
-        [a.accuracy.mean - a.accuracy.low for a in summary.arms],
-        [a.accuracy.high - a.accuracy.mean for a in summary.arms],
-    ]
-    ax.bar(xs, means, yerr=errors, capsize=4, color="C0", alpha=0.8)
+    intervals = [a.accuracy for a in summary.arms]
+    ax.bar(xs, [i.mean for i in intervals], yerr=_errors(intervals), capsize=4, alpha=0.8)
     ax.set_xticks(list(xs), [a.arm for a in summary.arms], rotation=20, ha="right")
     ax.set_ylabel("held-out accuracy")
-    ax.set_ylim(0, min(1.0, max(a.accuracy.high for a in summary.arms) * 1.2 + 0.05))
+    ax.set_ylim(0, min(1.0, max(i.high for i in intervals) * 1.2 + 0.05))
     ax.set_title(f"{summary.experiment}: accuracy per arm (95% interval over seeds)")
     ax.grid(axis="y", alpha=0.3)
     fig.savefig(out, format="png")
 
 
+def budget_curves(summary: ExperimentSummary) -> dict[str, list[ArmSummary]]:
+    """The budget plot's lines: per arm name without its budget suffix (first seen first), its
+    arms in order of examples."""
+    families = dict.fromkeys(a.family for a in summary.arms)
+    return {
+        f: sorted((a for a in summary.arms if a.family == f), key=lambda a: a.examples)
+        for f in families
+    }
+
+
 def _plot_budget(summary: ExperimentSummary, out: BinaryIO) -> None:
-    fig = figure(10.0, 4.0)
+    """The budget curve: held-out accuracy (mean over seeds, 95% t-interval bars) against the
+    examples trained on and against the teacher tokens the data cost, one line per arm name
+    (its budgets, `name@examples`, joined in order of examples)."""
+    fig = figure(12.0, 4.5)
+    curves = budget_curves(summary)
+    axes = []
     for i, (attr, label) in enumerate(
-        (("teacher_tokens", "teacher tokens spent on the data"), ("train_wall_s", "training s"))
+        (
+            ("examples", "training examples (mean over seeds)"),
+            ("teacher_tokens", "teacher tokens spent on the data (mean over seeds)"),
+        )
     ):
         ax = fig.add_subplot(1, 2, i + 1)
-        for j, arm in enumerate(summary.arms):
+        axes.append(ax)
+        for j, (family, arms) in enumerate(curves.items()):
+            intervals = [a.accuracy for a in arms]
             ax.errorbar(
-                getattr(arm, attr),
-                arm.accuracy.mean,
-                yerr=[
-                    [arm.accuracy.mean - arm.accuracy.low],
-                    [arm.accuracy.high - arm.accuracy.mean],
-                ],
-                fmt="o",
+                [getattr(a, attr) for a in arms],
+                [a.mean for a in intervals],
+                yerr=_errors(intervals),
+                fmt="o-",
                 color=f"C{j % 10}",
-                label=arm.arm,
+                label=family,
                 capsize=3,
             )
         ax.set_xlabel(label)
         ax.set_ylabel("held-out accuracy")
         ax.grid(alpha=0.3)
-    fig.axes[0].legend(fontsize="small")
-    fig.suptitle(f"{summary.experiment}: accuracy against budget")
+    # Outside the axes: inside, it hides the points.
+    axes[-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(f"{summary.experiment}: accuracy against budget (95% interval over seeds)")
     fig.savefig(out, format="png")
 
 

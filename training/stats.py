@@ -1,18 +1,26 @@
 """Statistics for comparing training arms on held-out questions over several seeds.
 
 Inputs are plain Python sequences (the experiment code reads them from the store): per-seed
-accuracies for `mean_interval`, and per-question correctness of two arms on the same questions,
-in the same order, for the paired tests. Results are frozen pydantic models.
+values for `mean_interval` and `paired_t`, and per seed, two arms' correctness on that seed's
+questions, in the same order, for the paired tests. Results are frozen pydantic models.
 
+The unit of replication is the seed (its data, its adapter, and where seeds draw their own,
+its questions); within a seed the arms are paired question by question. So the primary
+statistic is the per-seed paired difference and its mean over seeds:
+
+- `seed_paired`: an arm against a reference over seeds: per-seed differences, their mean with
+  a t-interval and t-test (`paired_t`), a cluster bootstrap (`cluster_bootstrap`: seeds, and
+  questions within a seed, resampled) and an exact McNemar test per seed (`mcnemar`).
 - `mean_interval`: Student-t confidence interval of a mean over seeds.
-- `mcnemar`: exact two-sided McNemar test of two arms' paired correctness.
-- `paired_bootstrap`: accuracy difference with a percentile bootstrap interval and p-value.
-- `pooled_mcnemar`: McNemar on the question-seed pairs of several seeds, concatenated.
+- `mcnemar`: exact two-sided McNemar test of two arms' paired correctness on one seed.
 - `holm`: Holm-Bonferroni adjustment of a family of p-values.
 
+Nothing here pools question-seed pairs as if independent: with the same questions (or the same
+base outcomes) in every seed that hides the between-seed variance from the null.
+
 No scipy: the exact binomial tail is summed in integers (`math.comb` terms, one correctly rounded
-division), and the t quantile inverts the closed-form Student-t CDF for integer degrees of
-freedom (always n - 1 here) by bisection, to double precision.
+division); the t quantile inverts the closed-form Student-t CDF for integer degrees of freedom
+(always n - 1 here) by bisection, to double precision, and the t-test's p is that CDF.
 """
 
 from __future__ import annotations
@@ -24,14 +32,18 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "BootstrapTest",
+    "ClusterBootstrap",
     "Interval",
     "PairedTest",
+    "SeedPaired",
+    "TTest",
+    "cluster_bootstrap",
+    "cluster_draws",
     "holm",
     "mcnemar",
     "mean_interval",
-    "paired_bootstrap",
-    "pooled_mcnemar",
+    "paired_t",
+    "seed_paired",
     "t_quantile",
 ]
 
@@ -56,39 +68,82 @@ class PairedTest(BaseModel):
     """Two arms' correctness on the same questions, compared pair by pair.
 
     `b01`: pairs where arm a is wrong and arm b right; `b10`: a right, b wrong.
-    `difference` is accuracy_b - accuracy_a (= (b01 - b10) / n). `seeds` is how many per-seed
-    pair lists were pooled (1 for a single comparison).
+    `difference` is accuracy_b - accuracy_a (= (b01 - b10) / n).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    n: int = Field(ge=1, description="pairs compared (question-seed pairs when pooled)")
+    n: int = Field(ge=1, description="pairs compared: one seed's questions")
     b01: int = Field(ge=0)
     b10: int = Field(ge=0)
     accuracy_a: float = Field(ge=0.0, le=1.0)
     accuracy_b: float = Field(ge=0.0, le=1.0)
     difference: float = Field(ge=-1.0, le=1.0)
     p_value: float = Field(ge=0.0, le=1.0)
-    seeds: int = Field(default=1, ge=1)
 
 
-class BootstrapTest(BaseModel):
-    """Paired bootstrap of the accuracy difference (b - a): percentile interval and p-value."""
+class TTest(BaseModel):
+    """A mean of per-seed values with its Student-t interval and two-sided one-sample t-test.
+
+    `low`/`high`: mean +/- t_{(1+level)/2, n-1} * sd / sqrt(n) (`mean_interval`'s interval);
+    `t` = mean / (sd / sqrt(n)) on `n - 1` degrees of freedom and `p_value` its two-sided p
+    against a mean of 0. With one value there is no spread: no t, no p (None). With spread 0 the
+    statistic is undefined as well (t None), and p is 1 when the mean is 0, else 0: every seed
+    gave the same non-zero difference.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    mean: float
+    low: float
+    high: float
     n: int = Field(ge=1)
-    b01: int = Field(ge=0)
-    b10: int = Field(ge=0)
-    accuracy_a: float = Field(ge=0.0, le=1.0)
-    accuracy_b: float = Field(ge=0.0, le=1.0)
-    difference: float = Field(ge=-1.0, le=1.0)
+    level: float = Field(gt=0.0, lt=1.0)
+    sd: float = Field(ge=0.0, description="sample standard deviation (n - 1); 0 for one value")
+    t: float | None
+    p_value: float | None = Field(ge=0.0, le=1.0)
+
+    @property
+    def df(self) -> int:
+        return self.n - 1
+
+
+class ClusterBootstrap(BaseModel):
+    """Cluster bootstrap of the mean per-seed difference (b - a): seeds resampled with
+    replacement and, within each drawn seed, its questions with replacement (one draw of
+    question indices for both arms). Percentile interval and p-value, as `cluster_bootstrap`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seeds: int = Field(ge=1)
+    questions: int = Field(ge=1, description="questions over all seeds (each seed's own count)")
+    difference: float = Field(ge=-1.0, le=1.0, description="observed: mean of per-seed diffs")
     low: float = Field(ge=-1.0, le=1.0)
     high: float = Field(ge=-1.0, le=1.0)
     level: float = Field(gt=0.0, lt=1.0)
     p_value: float = Field(ge=0.0, le=1.0)
     resamples: int = Field(ge=1)
     seed: int
+
+
+class SeedPaired(BaseModel):
+    """Arm b against reference a, paired within each seed on the same questions.
+
+    `differences[s]` = accuracy_b - accuracy_a on seed s's questions (input order); `t` is the
+    mean over seeds with its t-interval and t-test (the primary statistic), `bootstrap` the
+    cluster bootstrap of the same mean, `mcnemar[s]` the exact McNemar test within seed s.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    differences: list[float]
+    t: TTest
+    bootstrap: ClusterBootstrap
+    mcnemar: list[PairedTest]
+
+    @property
+    def seeds(self) -> int:
+        return len(self.differences)
 
 
 # --- input checks ----------------------------------------------------------------------------
@@ -209,7 +264,7 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     return Interval(mean=mean, low=mean - half, high=mean + half, n=n, level=level)
 
 
-def _mcnemar_counts(x: np.ndarray, y: np.ndarray, seeds: int) -> PairedTest:
+def _mcnemar_counts(x: np.ndarray, y: np.ndarray) -> PairedTest:
     n = len(x)
     if n == 0:
         raise ValueError("no pairs to compare: both arms have 0 outcomes")
@@ -228,7 +283,6 @@ def _mcnemar_counts(x: np.ndarray, y: np.ndarray, seeds: int) -> PairedTest:
         accuracy_b=acc_b,
         difference=(b01 - b10) / n,
         p_value=p,
-        seeds=seeds,
     )
 
 
@@ -240,70 +294,96 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> PairedTest:
     differ in length (both lengths named) or are empty.
     """
     x, y = _paired(a, b)
-    return _mcnemar_counts(x, y, seeds=1)
+    return _mcnemar_counts(x, y)
 
 
-def pooled_mcnemar(pairs: Sequence[tuple[Sequence[bool], Sequence[bool]]]) -> PairedTest:
-    """McNemar on several seeds' paired outcomes, concatenated: each question-seed is one pair.
+def paired_t(differences: Sequence[float], level: float = 0.95) -> TTest:
+    """Mean of per-seed `differences` with a Student-t interval (df = n - 1) and the two-sided
+    t-test of mean 0: t = mean / (sd / sqrt(n)), p = P(|T_{n-1}| >= |t|) from the closed-form
+    CDF (`TTest` says what one value or zero spread give)."""
+    interval = mean_interval(differences, level)
+    x = np.asarray(differences, dtype=float)
+    n = interval.n
+    if n == 1:
+        return TTest(**interval.model_dump(), sd=0.0, t=None, p_value=None)
+    sd = float(x.std(ddof=1))
+    if sd == 0.0:
+        p = 1.0 if interval.mean == 0.0 else 0.0
+        return TTest(**interval.model_dump(), sd=0.0, t=None, p_value=p)
+    t = interval.mean / (sd / math.sqrt(n))
+    p = 1.0 - _t_abs_cdf(math.atan(abs(t) / math.sqrt(n - 1)), n - 1)
+    return TTest(**interval.model_dump(), sd=sd, t=t, p_value=min(1.0, max(0.0, p)))
 
-    `pairs` holds one (a, b) per seed; a seed may use the shared held-out questions or its own
-    set, only a and b within a seed must be aligned. This tests the pooled discordance: whether,
-    over all question-seed evaluations, "b right where a is wrong" is as common as the reverse.
-    It treats the pairs as independent; when seeds reuse the same questions they are not (a
-    question that one arm always gets right counts once per seed), so the p-value speaks for
-    these questions under these seeds, not for new questions. Pair it with `mean_interval` over
-    the per-seed differences for the spread between seeds.
-    """
+
+def _seed_pairs(
+    pairs: Sequence[tuple[Sequence[bool], Sequence[bool]]],
+) -> list[tuple[np.ndarray, np.ndarray]]:
     if len(pairs) == 0:
-        raise ValueError("pooled_mcnemar needs at least one seed's (a, b) pair, got none")
-    xs, ys = [], []
+        raise ValueError("need at least one seed's (a, b) outcomes, got none")
+    checked = []
     for i, pair in enumerate(pairs):
         if len(pair) != 2:
             raise ValueError(f"pairs[{i}] must be an (a, b) pair, got {len(pair)} items")
         x, y = _paired(pair[0], pair[1], where=f" of pairs[{i}]")
-        xs.append(x)
-        ys.append(y)
-    return _mcnemar_counts(np.concatenate(xs), np.concatenate(ys), seeds=len(pairs))
+        if len(x) == 0:
+            raise ValueError(f"pairs[{i}] has 0 outcomes: every seed needs questions")
+        checked.append((x, y))
+    return checked
 
 
-def paired_bootstrap(
-    a: Sequence[bool],
-    b: Sequence[bool],
+def _cells(checked: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per seed: (b01, b10, n), one row each."""
+    return np.array(
+        [(np.count_nonzero(~x & y), np.count_nonzero(x & ~y), len(x)) for x, y in checked],
+        dtype=np.int64,
+    )
+
+
+def cluster_draws(cells: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """`resamples` draws of the cluster-bootstrapped mean per-seed difference.
+
+    `cells` holds one (b01, b10, n) row per seed. Each draw picks S seeds with replacement, and
+    for each picked seed n question indices with replacement, the same indices for both arms.
+    A question adds +1 (b01), -1 (b10) or 0 to its seed's difference, so the n drawn questions
+    are fully described by how many of each kind they hold: a Multinomial(n, (b01, b10, rest)
+    / n) draw, which is exactly the distribution of the drawn indices. The draw's statistic is
+    the mean over the S picked seeds of (count_+1 - count_-1) / n.
+    """
+    seeds = len(cells)
+    picked = rng.integers(0, seeds, size=(resamples, seeds))
+    b01, b10, n = cells[:, 0], cells[:, 1], cells[:, 2]
+    probs = np.stack([b01, b10, n - b01 - b10], axis=1) / n[:, None]
+    counts = rng.multinomial(n[picked], probs[picked])  # (resamples, seeds, 3)
+    return ((counts[..., 0] - counts[..., 1]) / n[picked]).mean(axis=1)
+
+
+def cluster_bootstrap(
+    pairs: Sequence[tuple[Sequence[bool], Sequence[bool]]],
     *,
     resamples: int = 10_000,
     seed: int = 0,
     level: float = 0.95,
-) -> BootstrapTest:
-    """Accuracy difference (b - a) with a paired percentile bootstrap interval and p-value.
+) -> ClusterBootstrap:
+    """Mean over seeds of the paired accuracy difference (b - a), with a cluster bootstrap.
 
-    Questions are resampled with replacement, each keeping its (a, b) pair. A question's
-    contribution to the difference is +1 (b01), -1 (b10) or 0, so a resample of n questions is
-    fully described by how many of each it drew: a Multinomial(n, (b01, b10, rest) / n) draw,
-    which is exactly the distribution of resampling indices, at O(resamples) memory and time.
-
-    Interval: the (1 - level)/2 and (1 + level)/2 quantiles of the resampled differences
-    (numpy's default linear interpolation). p-value: the share of resampled differences on the
-    other side of 0 from the observed difference, zero included (<= 0 when it is positive,
-    >= 0 when negative), doubled and capped at 1; 1 when the observed difference is 0. Its
-    resolution is 1 / resamples: 0.0 means below 2 / resamples. Deterministic given `seed`
-    (numpy's default_rng; the stream can change with numpy's major version).
+    `pairs` holds one (a, b) per seed: the two arms' correctness on that seed's questions, in
+    the same order (seeds may hold different numbers of questions). Each resample draws seeds
+    with replacement and, within each drawn seed, questions with replacement, one set of indices
+    for both arms (`cluster_draws`), so both the seed-to-seed and the question-to-question
+    variation are in the interval. Interval: the (1 - level)/2 and (1 + level)/2 quantiles of
+    the resampled means (numpy's linear interpolation). p-value: the share of resampled means
+    on the other side of 0 from the observed one, zero included, doubled and capped at 1; 1 when
+    the observed mean is 0; its resolution is 1 / resamples. Deterministic given `seed` (numpy's
+    default_rng). With one seed this is the plain paired bootstrap over questions; with few
+    seeds the seed level has few distinct resamples (3 seeds: 10 multisets), which the
+    percentile interval inherits.
     """
     level = _check_level(level)
     if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
         raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
-    x, y = _paired(a, b)
-    n = len(x)
-    if n == 0:
-        raise ValueError("no pairs to compare: both arms have 0 outcomes")
-    b01 = int(np.count_nonzero(~x & y))
-    b10 = int(np.count_nonzero(x & ~y))
-    observed = (b01 - b10) / n
-
-    rng = np.random.default_rng(seed)
-    probs = np.array([b01, b10, n - b01 - b10], dtype=float) / n
-    draws = rng.multinomial(n, probs, size=resamples)
-    diffs = (draws[:, 0] - draws[:, 1]) / n
-
+    cells = _cells(_seed_pairs(pairs))
+    observed = float(np.mean((cells[:, 0] - cells[:, 1]) / cells[:, 2]))
+    diffs = cluster_draws(cells, resamples, np.random.default_rng(seed))
     alpha = 1.0 - level
     low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
     if observed > 0:
@@ -312,12 +392,9 @@ def paired_bootstrap(
         p = 2.0 * float(np.mean(diffs >= 0))
     else:
         p = 1.0
-    return BootstrapTest(
-        n=n,
-        b01=b01,
-        b10=b10,
-        accuracy_a=float(x.mean()),
-        accuracy_b=float(y.mean()),
+    return ClusterBootstrap(
+        seeds=len(cells),
+        questions=int(cells[:, 2].sum()),
         difference=observed,
         low=float(low),
         high=float(high),
@@ -325,6 +402,32 @@ def paired_bootstrap(
         p_value=min(1.0, p),
         resamples=resamples,
         seed=seed,
+    )
+
+
+def seed_paired(
+    pairs: Sequence[tuple[Sequence[bool], Sequence[bool]]],
+    *,
+    resamples: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> SeedPaired:
+    """Arm b against reference a over seeds, paired within each seed: the per-seed accuracy
+    differences, their mean with a t-interval and t-test (`paired_t`), the cluster bootstrap of
+    that mean (`cluster_bootstrap`), and the exact McNemar test of each seed (`mcnemar`).
+
+    `pairs` holds one (a, b) per seed, as `cluster_bootstrap` takes them. Each seed is one
+    observation of the difference: its questions are paired between the arms, but the seed's
+    adapter, data and (where seeds draw their own) questions vary between seeds, which pooling
+    the question-seed pairs would leave out of the null.
+    """
+    checked = _seed_pairs(pairs)
+    differences = [float(y.mean() - x.mean()) for x, y in checked]
+    return SeedPaired(
+        differences=differences,
+        t=paired_t(differences, level),
+        bootstrap=cluster_bootstrap(pairs, resamples=resamples, seed=seed, level=level),
+        mcnemar=[_mcnemar_counts(x, y) for x, y in checked],
     )
 
 

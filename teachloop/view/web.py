@@ -376,11 +376,6 @@ class _Viewer:
     def experiment(self, request: Request) -> Response:
         name = request.path_params["name"]
         summary = self._summary(name)
-        tables = [
-            experiment_report.arms_table(summary),
-            experiment_report.topics_table(summary),
-            experiment_report.targeting_table(summary),
-        ]
         plots = [p for p in experiment_report.PLOTS if p != experiment_report.TARGETING_PNG]
         if summary.targeting:
             plots.append(experiment_report.TARGETING_PNG)
@@ -389,7 +384,7 @@ class _Viewer:
             "experiment.html",
             name=name,
             summary=summary,
-            tables=[t for t in tables if t is not None],
+            tables=experiment_report.tables(summary),
             plots=plots,
         )
 
