@@ -112,7 +112,8 @@ def test_arms_get_equal_budgets_and_a_crash_redoes_only_the_unfinished_arm(
     assert [a.arm for a in summary.arms] == ARMS
     assert all(a.seeds == 2 and 0 <= a.accuracy.low <= a.accuracy.high <= 1 for a in summary.arms)
     versus_base = summary.comparison("uniform_sft", "base")
-    assert versus_base is not None and versus_base.mcnemar.n == 20  # 10 questions x 2 seeds
+    assert versus_base is not None and versus_base.seeds == [0, 1]  # paired within each seed
+    assert [m.n for m in versus_base.paired.mcnemar] == [10, 10]  # 10 questions a seed
     assert summary.comparison("kd", "uniform_sft") is not None
     assert {t.topic for t in summary.targeting} <= set(config.topics)
     report = write_experiment_report(summary, tmp_path / "report")
