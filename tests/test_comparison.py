@@ -11,10 +11,16 @@ import re
 import pytest
 
 from teachloop import Store
-from teachloop.store.experiments import ArmResult, ExperimentRecord, QuestionOutcome
+from teachloop.store.experiments import (
+    ArmResult,
+    ExperimentExample,
+    ExperimentRecord,
+    QuestionOutcome,
+)
 from teachloop.training.comparison import arm_family, family, primary_of, summarize_experiment
 from teachloop.training.experiment_report import (
     BUDGET_PNG,
+    TARGETING_PNG,
     budget_curves,
     plot_png,
     render_markdown,
@@ -93,7 +99,27 @@ def fill(store: Store, name: str, design: dict) -> None:
                     adapter_path=None,
                 ),
                 outcomes,
+                trained_on(name, seed, arm, budget or 0),
             )
+
+
+def trained_on(name: str, seed: int, arm: str, examples: int) -> list[ExperimentExample]:
+    """The arm's training examples: selective arms all on t1 but one in four, uniform ones
+    half and half."""
+    selective = arm.startswith("selective")
+    return [
+        ExperimentExample(
+            experiment=name,
+            seed=seed,
+            arm=arm,
+            position=i,
+            topic="t2" if (i % 4 == 3 if selective else i % 2) else "t1",
+            difficulty=1,
+            question=f"e{i}",
+            completion="1",
+        )
+        for i in range(examples)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +222,7 @@ def test_report_states_the_primary_before_any_number(store, tmp_path):
         "Per difficulty",
         "Secondary comparisons",
         "Per seed",
+        "Targeting",
     ]
     primary_row = tables(summary)[0].rows[0]
     assert primary_row[:5] == [
@@ -236,3 +263,22 @@ def test_budget_curves_join_an_arms_budgets(store):
         "kd": [4],
     }
     assert plot_png(summary, BUDGET_PNG)[:4] == b"\x89PNG"
+
+
+def test_targeting_reads_the_trained_examples(store):
+    summary = summarize_experiment(store, "pre", resamples=200)
+    by_topic = {t.topic: t for t in summary.targeting}
+    assert set(by_topic) == {"t1", "t2"}
+    assert by_topic["t1"].share is None  # no selective lessons in this log
+    # selective_sft@2 trained on t1 only: its t2 share is 0, not missing
+    assert by_topic["t1"].trained["selective_sft@2"] == 1.0
+    assert by_topic["t2"].trained["selective_sft@2"] == 0.0
+    assert by_topic["t1"].trained["selective_sft@4"] == 0.75
+    assert by_topic["t1"].trained["uniform_sft@4"] == 0.5
+    assert "base" not in by_topic["t1"].trained
+    # lift over base on t2: uniform_sft@4 gets 1 of 2 on every seed, base 1 of 2 on seed 2 only
+    assert by_topic["t2"].lift["uniform_sft@4"] == pytest.approx(1 / 2 - 1 / 6)
+    table = tables(summary)[-1]
+    assert table.title == "Targeting" and "lessons' share %" not in table.header
+    assert table.rows[0][table.header.index("selective_sft@4")] == "+66.7 (75.0%)"
+    assert plot_png(summary, TARGETING_PNG)[:4] == b"\x89PNG"

@@ -90,11 +90,15 @@ class Comparison(_Model):
 
 
 class TopicTargeting(_Model):
-    """How much of the selective lessons went to a topic, and what each trained arm gained
-    there over ``base`` (mean over seeds)."""
+    """Where the budget went on a topic, and what each trained arm gained there over ``base``
+    (means over seeds). ``trained``: per arm, the share of the examples it trained on that were
+    about the topic (from the stored training examples; empty for experiments that did not
+    store them); ``share``: the share of the default selective lessons' questions on the topic
+    (None without such lessons)."""
 
     topic: str
-    share: Interval
+    share: Interval | None
+    trained: dict[str, float]
     lift: dict[str, float]
 
 
@@ -214,17 +218,31 @@ def summarize_experiment(
 
     by_arm_topic = {(s.arm, t): i.mean for s in summaries for t, i in s.topics.items()}
     shares = store.targeting(experiment)
+    trained = _per_seed((r.arm, r.topic, r.seed, r.share) for r in store.trained_shares(experiment))
+    trained_seeds = {
+        arm: len({r.seed for r in results if r.arm == arm}) for arm in {a for a, _ in trained}
+    }
     targeting = [
         TopicTargeting(
             topic=topic,
-            share=mean_interval([s.share for s in shares if s.topic == topic]),
+            share=(
+                mean_interval([s.share for s in shares if s.topic == topic])
+                if any(s.topic == topic for s in shares)
+                else None
+            ),
+            # A seed whose arm trained on nothing of the topic has no row: a share of 0.
+            trained={
+                arm: sum(trained.get((arm, topic), {}).values()) / trained_seeds[arm]
+                for arm in arms
+                if arm in trained_seeds
+            },
             lift={
                 arm: by_arm_topic[(arm, topic)] - by_arm_topic[(BASE, topic)]
                 for arm in arms
                 if arm != BASE and (arm, topic) in by_arm_topic and (BASE, topic) in by_arm_topic
             },
         )
-        for topic in sorted({s.topic for s in shares})
+        for topic in sorted({s.topic for s in shares} | {t for _, t in trained})
     ]
     return ExperimentSummary(
         experiment=experiment,

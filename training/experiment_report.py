@@ -8,8 +8,8 @@ t-interval, and the budget); accuracy per topic and per difficulty with the pair
 against the reference; the secondary comparisons with Holm-adjusted p, and their seeds; the
 targeting table. Plots: accuracy per arm, the budget curve (accuracy against examples and
 against teacher tokens, one line per arm without its ``@budget`` suffix), and per-topic lift
-against how often the teacher targeted the topic. Everything shown comes from the summary;
-nothing here computes statistics."""
+against the share of the arm's training examples on the topic. Everything shown comes from the
+summary; nothing here computes statistics."""
 
 from __future__ import annotations
 
@@ -294,15 +294,26 @@ def targeting_table(summary: ExperimentSummary) -> TextTable | None:
     if not summary.targeting:
         return None
     arms = [a.arm for a in summary.arms if a.arm != "base"]
+    lessons = any(t.share is not None for t in summary.targeting)
     rows = []
     for t in summary.targeting:
-        lifts = [_points(t.lift[a]) if a in t.lift else "-" for a in arms]
-        rows.append([t.topic, _pct(t.share.mean), *lifts])
+        cells = [t.topic]
+        if lessons:
+            cells.append(_pct(t.share.mean) if t.share is not None else "-")
+        for a in arms:
+            text = _points(t.lift[a]) if a in t.lift else "-"
+            if a in t.trained:
+                text += f" ({_pct(t.trained[a])}%)"
+            cells.append(text)
+        rows.append(cells)
     return TextTable(
         title="Targeting",
-        note="Share of the selective lessons' questions per topic (mean over seeds) and each "
-        "arm's lift over base on that topic (points).",
-        header=["topic", "share %", *arms],
+        note="Per topic, each arm's lift over base in points and, in brackets, the share of the "
+        "examples it trained on that were about the topic (where the experiment stored its "
+        "training examples)"
+        + (", and the share of the selective lessons' questions on it" if lessons else "")
+        + "; means over seeds.",
+        header=["topic", *(["lessons' share %"] if lessons else []), *arms],
         rows=rows,
     )
 
@@ -409,17 +420,30 @@ def _plot_budget(summary: ExperimentSummary, out: BinaryIO) -> None:
 
 
 def _plot_targeting(summary: ExperimentSummary, out: BinaryIO) -> None:
+    """Per-topic lift against the arm's share of training examples on the topic (or, for an
+    experiment without stored training examples, the selective lessons' share of questions)."""
     fig = figure(8.0, 4.0)
     ax = fig.add_subplot()
     arms = [a.arm for a in summary.arms if a.arm != "base"]
+    trained = any(t.trained for t in summary.targeting)
     for j, arm in enumerate(arms):
-        points = [(t.share.mean, t.lift[arm]) for t in summary.targeting if arm in t.lift]
+        points = [
+            (t.trained[arm] if trained else t.share.mean, t.lift[arm])
+            for t in summary.targeting
+            if arm in t.lift and (arm in t.trained if trained else t.share is not None)
+        ]
         if points:
             ax.scatter(*zip(*points, strict=True), label=arm, color=f"C{j % 10}")
-    for t in summary.targeting:
-        ax.annotate(t.topic, (t.share.mean, 0), fontsize="x-small", rotation=30, alpha=0.6)
+    if not trained:
+        for t in summary.targeting:
+            if t.share is not None:
+                ax.annotate(t.topic, (t.share.mean, 0), fontsize="x-small", rotation=30, alpha=0.6)
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("share of selective lessons' questions on the topic")
+    ax.set_xlabel(
+        "share of the arm's training examples on the topic"
+        if trained
+        else "share of selective lessons' questions on the topic"
+    )
     ax.set_ylabel("lift over base on the topic (accuracy)")
     ax.set_title("Per-topic lift against targeting")
     # Outside the axes: inside, it hides the points and the topic labels.
