@@ -328,6 +328,9 @@ class ArmConfig(_Strict):
     method: ArmMethod | None = None
     select: PoolSelect | None = None
     topics: Literal["all", "weak"] = "all"
+    # A pool arm in rounds: the budget and steps split over R rounds, the student re-measured
+    # on the pool before each (the closed loop).
+    rounds: int = Field(default=1, ge=1)
     lesson: dict[str, Any] = Field(default_factory=dict, description="[lesson] overrides")
     training: dict[str, Any] = Field(default_factory=dict, description="[training] overrides")
 
@@ -343,6 +346,11 @@ class ArmConfig(_Strict):
             raise ValueError(f"arm {self.name}: lesson overrides apply to selective data only")
         if (self.data == "pool") != (self.select is not None):
             raise ValueError(f"arm {self.name}: select goes with data 'pool', and only with it")
+        if self.rounds > 1 and (self.data != "pool" or self.method != "sft"):
+            raise ValueError(
+                f"arm {self.name}: rounds re-measure the student on a pool: data 'pool', "
+                "method 'sft' (lessons in rounds are `teachloop loop`'s)"
+            )
         if self.topics == "weak" and self.data != "uniform":
             raise ValueError(f"arm {self.name}: topics 'weak' applies to uniform data only")
         for section, model in (("lesson", LessonConfig), ("training", TrainingConfig)):

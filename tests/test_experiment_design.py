@@ -17,7 +17,7 @@ from teachloop.domains.units import UnitsDomain
 from teachloop.training.evaluate import score_all
 from teachloop.training.experiment import _weak, experiment_splits, run_experiment
 from teachloop.training.pretrain import pretrain_problems, pretrain_profile, pretrain_student
-from teachloop.training.selection import PoolItem, completion_losses, select
+from teachloop.training.selection import PoolItem, completion_losses, select, select_in_rounds
 
 TOPICS = ["arithmetic.addition", "arithmetic.multiplication"]
 
@@ -273,3 +273,55 @@ def test_failed_only_trains_on_the_pool_answers_the_student_got_wrong(tmp_path, 
     assert set(trained) <= set(problems)
     scored = score_model(cfg, ds, [[problems[q] for q in trained]])[0]
     assert not any(s.correct for s in scored)
+
+
+def test_rounds_re_diagnose_the_student_between_rounds() -> None:
+    """A scripted student fails topic A; trained on A it knows A but (as a student can) now
+    fails topic B: the second round targets B, the first A, and the budget is spent exactly."""
+    ds = domains()
+    problems = uniform_problems(ds, ("arithmetic.addition", "units.length"), 16, 0, ())
+    a, b = "arithmetic.addition", "units.length"
+    knows = {a: False, b: True}  # the student before any training
+
+    def item(p, correct: bool) -> PoolItem:
+        return PoolItem(
+            problem=p, prompt=p.question, completion=p.answer, answer=None, correct=correct
+        )
+
+    pool = [item(p, knows[p.topic]) for p in problems]
+    trained: list[list[str]] = []
+
+    def train(r: int, chosen: list[PoolItem]) -> None:
+        trained.append([i.problem.topic for i in chosen])
+        knows.update({a: True, b: False})  # what training on A did to it
+
+    def rescore(r: int, remaining: list[PoolItem]) -> list[PoolItem]:
+        return [item(i.problem, knows[i.problem.topic]) for i in remaining]
+
+    picked = select_in_rounds(pool, "failed", 0, 8, 2, rescore=rescore, train=train)
+    assert trained == [[a] * 4, [b] * 4]
+    assert [len(r) for r in picked] == [4, 4]
+    questions = [i.problem.question for r in picked for i in r]
+    assert len(set(questions)) == 8  # nothing trained twice
+    # Too few failures left: the round tops up at random so the budget is still spent.
+    knows.update({a: True, b: True})
+    trained.clear()
+    picked = select_in_rounds(
+        [item(p, p.topic == b) for p in problems], "failed", 0, 12, 2, rescore=rescore, train=train
+    )
+    assert [len(r) for r in picked] == [6, 6] and set(trained[1]) <= {a, b}
+
+
+def test_a_rounds_arm_spends_the_same_budget_in_the_same_steps(tmp_path, tiny) -> None:
+    arm = {"name": "failed_r2", "data": "pool", "method": "sft", "select": "failed", "rounds": 2}
+    cfg = config(tmp_path, tiny, arms=["random", arm], pool=10, seeds=[0])
+    results = {r.arm: r for r in run_experiment(cfg, progress=False)}
+    assert (results["failed_r2"].examples, results["failed_r2"].steps) == (
+        results["random"].examples,
+        results["random"].steps,
+    )
+    trained = [e for e in Store(cfg.db).experiment_examples("design") if e.arm == "failed_r2"]
+    assert len({e.question for e in trained}) == len(trained) == results["random"].examples
+    adapter = Path(results["failed_r2"].adapter_path)
+    assert (adapter / "adapter_config.json").is_file()
+    assert not adapter.with_name(adapter.name + ".rounds").exists()

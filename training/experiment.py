@@ -55,7 +55,7 @@ from teachloop.store.experiments import (
 from teachloop.store.store import Store
 from teachloop.training.evaluate import Scored, score_model
 from teachloop.training.pretrain import pretrain_problems, pretrain_student
-from teachloop.training.selection import PoolItem, completion_losses, select
+from teachloop.training.selection import PoolItem, completion_losses, select, select_in_rounds
 from teachloop.training.trainer import TrainingExample, train_adapter
 
 
@@ -87,6 +87,18 @@ class Splits(BaseModel):
 
     validation: list[Problem]
     test: list[Problem]
+
+
+class SeedData(BaseModel):
+    """What a seed's arms train on: its plan, the examples of each data source, the pool as the
+    starting student answered it, and that student's answers on the scored split (if made)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plan: SeedPlan
+    sources: dict[str, Source]
+    pool: list[PoolItem]
+    base_scores: list[Scored] | None
 
 
 class ArmRun(BaseModel):
@@ -136,14 +148,13 @@ def run_experiment(
             continue
         splits = experiment_splits(config, domains, seed, exclude=pretrained)
         scored = splits.validation if exp.evaluate_on == "validation" else splits.test
-        plan, sources, base_scores = _seed_plan(
+        data = _seed_plan(
             config, store, domains, splits, start, seed, todo, pretrained, progress=progress
         )
         for run in todo:
             result = _run_arm(
-                config, store, domains, run, plan, sources, scored, start, out, seed,
-                base_scores=base_scores, progress=progress,
-            )  # fmt: skip
+                config, store, domains, run, data, scored, start, out, seed, progress=progress
+            )
             if on_arm is not None:
                 on_arm(result)
     return store.arm_results(exp.name)
@@ -212,10 +223,10 @@ def _seed_plan(
     pretrained: set[str],
     *,
     progress: bool,
-) -> tuple[SeedPlan, dict[str, Source], list[Scored] | None]:
+) -> SeedData:
     """The seed's plan (stored before its first arm; a resumed seed reads it back), the data
-    sources its remaining arms need, and the starting student's answers on the scored split
-    when they were computed on the way (the base arm's)."""
+    sources its remaining arms need, the scored pool, and the starting student's answers on the
+    scored split when they were computed on the way (the base arm's)."""
     exp = config.experiment
     plan = store.seed_plan(exp.name, seed)
     # A fresh seed makes every source (the budget is the smallest); a resumed one only those of
@@ -257,6 +268,7 @@ def _seed_plan(
                 topics = tuple(plan.weak_topics) if plan else _weak(splits.validation, validation)
             problems = uniform_problems(domains, topics, exp.examples, seed, reserved)
             sources[key] = Source(examples=[_reference(student, p) for p in problems])
+    items: list[PoolItem] = []
     if pool:
         items = [
             PoolItem(
@@ -313,7 +325,9 @@ def _seed_plan(
             f"{short} examples now: the seed's data changed since it was planned; give the "
             "experiment another name"
         )
-    return plan, sources, base if needs_base else None
+    return SeedData(
+        plan=plan, sources=sources, pool=items, base_scores=base if needs_base else None
+    )
 
 
 def _weak(problems: list[Problem], scored: list[Scored]) -> tuple[str, ...]:
@@ -404,34 +418,38 @@ def _run_arm(
     store: Store,
     domains: DomainSet,
     run: ArmRun,
-    plan: SeedPlan,
-    sources: dict[str, Source],
+    data: SeedData,
     scored: list[Problem],
     start: Path,
     out: Path,
     seed: int,
     *,
-    base_scores: list[Scored] | None,
     progress: bool,
 ) -> ArmResult:
-    exp, arm = config.experiment, run.arm
+    exp, arm, plan = config.experiment, run.arm, data.plan
     started = time.perf_counter()
     adapter, source, examples, steps = None, None, [], 0
     if arm.method is not None:
-        source = sources[_data_key(arm)]
+        source = data.sources[_data_key(arm)]
         budget = plan.examples if run.budget is None else min(run.budget, plan.examples)
-        examples = source.examples[:budget]
         training = arm_training(config, arm, seed)
         # A smaller budget of a curve keeps the full budget's epochs.
         steps = max(1, round(training.steps * budget / plan.examples))
+        training = training.model_copy(update={"steps": steps})
         adapter = out / f"s{seed}" / run.name
-        _train_arm(
-            start, arm, [e.example for e in examples], adapter,
-            training.model_copy(update={"steps": steps}), progress=progress,
-        )  # fmt: skip
+        if arm.rounds > 1:
+            examples = _train_rounds(
+                config, domains, arm, data.pool, budget, training, start, adapter, seed,
+                progress=progress,
+            )  # fmt: skip
+        else:
+            examples = source.examples[:budget]
+            _train_arm(
+                start, arm, [e.example for e in examples], adapter, training, progress=progress
+            )
     trained_s = time.perf_counter() - started
-    if adapter is None and base_scores is not None:
-        answers = base_scores
+    if adapter is None and data.base_scores is not None:
+        answers = data.base_scores
     else:
         answers = score_model(config, domains, [scored], adapter=adapter)[0]
     result = ArmResult(
@@ -481,6 +499,64 @@ def _run_arm(
         ],
     )
     return result
+
+
+def _train_rounds(
+    config: RunConfig,
+    domains: DomainSet,
+    arm: ArmConfig,
+    pool: list[PoolItem],
+    budget: int,
+    training: TrainingConfig,
+    start: Path,
+    out: Path,
+    seed: int,
+    *,
+    progress: bool,
+) -> list[Example]:
+    """A pool arm in ``arm.rounds`` rounds (``select_in_rounds``): each round trains the
+    adapter further on its share of the budget and steps (a fresh learning-rate schedule per
+    round), the student re-measured on the rest of the pool in between."""
+    assert arm.select is not None
+    work = out.with_name(out.name + ".rounds")
+    for stale in (out, work):
+        if stale.exists():  # left by a run killed before its result was stored
+            shutil.rmtree(stale)
+    student = Student.for_config(None, domains, config)
+    steps = [
+        training.steps // arm.rounds + (r < training.steps % arm.rounds) for r in range(arm.rounds)
+    ]
+    current: Path | None = None
+
+    def rescore(r: int, remaining: list[PoolItem]) -> list[PoolItem]:
+        answers = score_model(config, domains, [[i.problem for i in remaining]], adapter=current)[0]
+        losses: list[float | None] = [None] * len(remaining)
+        if arm.select == "loss":
+            pairs = [(i.prompt, i.completion) for i in remaining]
+            losses = list(completion_losses(start, pairs, adapter=current))
+        return [
+            i.model_copy(update={"answer": a.answer, "correct": a.correct, "loss": x})
+            for i, a, x in zip(remaining, answers, losses, strict=True)
+        ]
+
+    def train(r: int, chosen: list[PoolItem]) -> None:
+        nonlocal current
+        target = work / f"round{r}"
+        examples = [_reference(student, i.problem).example for i in chosen]
+        train_adapter(
+            start, examples, target,
+            training.model_copy(update={"method": "sft", "steps": max(1, steps[r])}),
+            parent_adapter=current, progress=progress,
+        )  # fmt: skip
+        current = target
+
+    picked = select_in_rounds(
+        pool, arm.select, seed, budget, arm.rounds, rescore=rescore, train=train
+    )
+    assert current is not None
+    current.rename(out)
+    shutil.rmtree(work)
+    return [_reference(student, i.problem) for chosen in picked for i in chosen]
 
 
 def _train_arm(

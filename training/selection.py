@@ -9,12 +9,15 @@ every budget of a curve trains on a prefix of the same order:
 - ``failed``: the student's wrong answers, shuffled (its failures, as LLM2LLM trains on);
 - ``correct``: its right answers, shuffled (a negative control: what it already knows);
 - ``loss``: highest loss of the reference answer first (no teacher needed).
+
+``select_in_rounds`` is the closed loop over the same rules: the student is re-measured on the
+pool between rounds, so each round targets what it lacks after the last.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -53,16 +56,24 @@ def select(pool: Sequence[PoolItem], rule: PoolSelect, seed: int) -> list[PoolIt
 
 
 def completion_losses(
-    model_dir: Path, pairs: Sequence[tuple[str, str]], *, batch_size: int = 16
+    model_dir: Path,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    adapter: Path | None = None,
+    batch_size: int = 16,
 ) -> list[float]:
     """Mean per-token negative log-likelihood of each completion after its prompt under the
-    model in ``model_dir`` (what SFT would start from), in batches. Prompt and completion are
+    model in ``model_dir`` (plus ``adapter``, merged), in batches. Prompt and completion are
     tokenized apart and joined, as the trainer joins them."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     losses: list[float] = []
@@ -90,3 +101,36 @@ def completion_losses(
         per_row = (nll * counted).sum(1) / counted.sum(1).clamp(min=1)
         losses += per_row.tolist()
     return losses
+
+
+def select_in_rounds(
+    pool: Sequence[PoolItem],
+    rule: PoolSelect,
+    seed: int,
+    budget: int,
+    rounds: int,
+    *,
+    rescore: Callable[[int, list[PoolItem]], list[PoolItem]],
+    train: Callable[[int, list[PoolItem]], None],
+) -> list[list[PoolItem]]:
+    """The closed loop: in each round, pick the round's share of ``budget`` from the pool items
+    not yet trained on by ``rule`` and ``train`` on them; before every round after the first,
+    ``rescore`` the remaining items with the student as trained so far (its answers and
+    losses), so each round targets what the student lacks now. A round whose rule finds too few
+    items (the student now answers them) tops up at random from the rest, so the total budget
+    stays ``budget``. Returns each round's items."""
+    shares = [budget // rounds + (r < budget % rounds) for r in range(rounds)]
+    remaining, picked = list(pool), []
+    for r, share in enumerate(shares):
+        if r > 0:
+            remaining = rescore(r, remaining)
+        chosen = select(remaining, rule, seed + 1000 * r)[:share]
+        taken = {id(i) for i in chosen}
+        if len(chosen) < share:
+            rest = [i for i in select(remaining, "random", seed + 1000 * r) if id(i) not in taken]
+            chosen += rest[: share - len(chosen)]
+            taken = {id(i) for i in chosen}
+        train(r, chosen)
+        picked.append(chosen)
+        remaining = [i for i in remaining if id(i) not in taken]
+    return picked
