@@ -8,9 +8,9 @@ import pytest
 from tiny_model import build_tiny_model
 
 from teachloop import RunConfig, Store, cli
+from teachloop.domains import uniform_problems
 from teachloop.errors import StoreError, TeachloopError
 from teachloop.training.comparison import summarize_experiment
-from teachloop.domains import uniform_problems
 from teachloop.training.experiment import run_experiment
 from teachloop.training.experiment_report import write_experiment_report
 
