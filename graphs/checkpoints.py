@@ -40,7 +40,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from teachloop.errors import StoreError
-from teachloop.store.lake import catalog_conninfo, is_lake, redact
+from teachloop.store.lake import RECONNECT_TIMEOUT_S, catalog_conninfo, is_lake, redact
 
 
 class LoopSqliteSaver(SqliteSaver):
@@ -138,12 +138,13 @@ def checkpoint_path(db: Path) -> Path:
 
 @asynccontextmanager
 async def open_checkpointer(
-    db: str | Path, serde: SerializerProtocol
+    db: str | Path, serde: SerializerProtocol, reconnect_timeout_s: float = RECONNECT_TIMEOUT_S
 ) -> AsyncIterator[BaseCheckpointSaver]:
     """The checkpointer a run's lessons resume from. Beside a DuckDB file: SQLite next to it
     (one process drives the run). For a lake: LangGraph's PostgreSQL saver in the catalog's
     database, which every worker on every machine reaches, so another worker can resume a
-    killed one's lessons (its tables, ``checkpoints*``, sit beside DuckLake's ``ducklake_*``)."""
+    killed one's lessons (its tables, ``checkpoints*``, sit beside DuckLake's ``ducklake_*``);
+    a dropped connection is replaced, waiting up to ``reconnect_timeout_s`` for the server."""
     if not is_lake(db):
         with LoopSqliteSaver.open(checkpoint_path(Path(db)), serde) as saver:
             yield saver
@@ -158,7 +159,7 @@ async def open_checkpointer(
         ) from None
     conninfo = catalog_conninfo(str(db))
     try:
-        async with open_postgres_saver(conninfo, serde) as saver:
+        async with open_postgres_saver(conninfo, serde, reconnect_timeout_s) as saver:
             yield saver
     except PostgresError as e:
         raise StoreError(f"checkpoints in {redact(conninfo)}: {' '.join(str(e).split())}") from None

@@ -18,19 +18,41 @@ channel, ``KeyError: 'problem'``, in 1-2 of 5 SIGKILL runs; its code was not kep
 difference mattered was not isolated: this one also never adds to a group already being sent.
 Both kill tests passed 8 of 8 runs with it.) Reads wait for what was queued before them, so
 they see every write saved earlier.
+
+A dropped connection (the server restarted: a failover, an upgrade) is replaced, waiting up to
+``reconnect_timeout_s`` for the server, and what it was doing is done again: the group being
+sent goes again whole (it is one transaction of LangGraph's upserts, ``ON CONFLICT``, and
+deletes, so a group that committed before the drop leaves the same rows), and a read
+(``aget_tuple``, ``aget_delta_channel_history``: what lessons and resume use) is asked again.
+Past the wait every call raises ``CatalogUnavailable``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import Any, TypeVar
 
+import psycopg
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import CheckpointTuple, DeltaChannelHistory
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg import AsyncConnection, AsyncCursor
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, dict_row
+
+from teachloop.errors import CatalogUnavailable
+from teachloop.store.lake import (
+    RECONNECT_TIMEOUT_S,
+    catalog_answers,
+    catalog_deadline,
+    redact,
+)
+
+T = TypeVar("T")
+_POLL_S = 0.5
 
 
 class _Recorder:
@@ -59,6 +81,11 @@ class GroupedPostgresSaver(AsyncPostgresSaver):
         self._sent = 0  # statements committed so far
         self._sender: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
+        # Set by open_postgres_saver: without a conninfo a dropped connection is an error.
+        self.conninfo: str | None = None
+        self.reconnect_timeout_s = RECONNECT_TIMEOUT_S
+        self.reconnects = 0
+        self._opened: list[AsyncConnection[DictRow]] = []  # by reconnecting; closed at the end
 
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
@@ -83,14 +110,22 @@ class GroupedPostgresSaver(AsyncPostgresSaver):
         sent goes in the next, which the next task sends once this one is committed."""
         group, self._queue = self._queue, []
         try:
-            async with (
-                self.lock,
-                self.conn.pipeline(),
-                self.conn.transaction(),
-                self.conn.cursor(binary=True) as cur,
-            ):
-                for query, params in group:
-                    await cur.executemany(query, params)
+            async with self.lock:
+                while True:
+                    conn = self.conn
+                    try:
+                        async with (
+                            conn.pipeline(),
+                            conn.transaction(),
+                            conn.cursor(binary=True) as cur,
+                        ):
+                            for query, params in group:
+                                await cur.executemany(query, params)
+                        break
+                    except psycopg.Error as e:
+                        if not self._dropped(conn):
+                            raise
+                        await self._reconnect(conn, e)  # then the same group again
         except BaseException as e:
             # Held for the next checkpoint call or flush, which raise it and stop the run (a
             # task's exception alone would only be logged when it is garbage-collected).
@@ -116,18 +151,94 @@ class GroupedPostgresSaver(AsyncPostgresSaver):
         if self._failed is not None:
             raise self._failed
 
+    # -- a dropped connection ------------------------------------------------------------------
+
+    def _dropped(self, conn: AsyncConnection[DictRow]) -> bool:
+        return self.conninfo is not None and (conn.broken or conn.closed)
+
+    async def _reconnect(self, dropped: AsyncConnection[DictRow], error: Exception) -> None:
+        """Replace ``dropped`` (if no one has yet), waiting for the server to come back. Call it
+        holding ``self.lock``."""
+        if self.conn is not dropped:
+            return
+        assert self.conninfo is not None
+        with suppress(Exception):
+            await dropped.close()
+        deadline = catalog_deadline(self.conninfo, self.reconnect_timeout_s)
+        while True:
+            try:
+                conn = await AsyncConnection.connect(
+                    self.conninfo,
+                    autocommit=True,
+                    prepare_threshold=0,
+                    row_factory=dict_row,
+                    connect_timeout=2,
+                )
+                break
+            except psycopg.OperationalError as e:
+                if time.monotonic() >= deadline:
+                    catalog_answers(self.conninfo, False)
+                    self._failed = CatalogUnavailable(
+                        f"checkpoints in {redact(self.conninfo)}: PostgreSQL did not come back "
+                        f"in time ([store] reconnect_timeout_s): {_one_line(e)} (after: "
+                        f"{_one_line(error)})"
+                    )
+                    raise self._failed from None
+                await asyncio.sleep(_POLL_S)
+        catalog_answers(self.conninfo, True)
+        self.conn = conn
+        self._opened.append(conn)
+        self.reconnects += 1
+
+    async def _read(self, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()``, asked again on a new connection if the server dropped this one."""
+        while True:
+            conn = self.conn
+            try:
+                return await read()
+            except psycopg.Error as e:
+                if not self._dropped(conn):
+                    raise
+                async with self.lock:
+                    await self._reconnect(conn, e)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._read(lambda: super(GroupedPostgresSaver, self).aget_tuple(config))
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        parent = super()
+        return await self._read(
+            lambda: parent.aget_delta_channel_history(config=config, channels=channels)
+        )
+
+    async def aclose_reconnected(self) -> None:
+        for conn in self._opened:
+            with suppress(Exception):
+                await conn.close()
+
 
 @asynccontextmanager
 async def open_postgres_saver(
-    conninfo: str, serde: SerializerProtocol
+    conninfo: str, serde: SerializerProtocol, reconnect_timeout_s: float = RECONNECT_TIMEOUT_S
 ) -> AsyncIterator[GroupedPostgresSaver]:
     async with GroupedPostgresSaver.from_conn_string(conninfo, serde=serde) as saver:
         assert isinstance(saver, GroupedPostgresSaver)
+        saver.conninfo = conninfo
+        saver.reconnect_timeout_s = reconnect_timeout_s
         await _setup_once(saver)
         try:
             yield saver
         finally:  # however the run ended: send what was saved
-            await saver.flush()
+            try:
+                await saver.flush()
+            finally:
+                await saver.aclose_reconnected()
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300] or type(e).__name__
 
 
 # The advisory lock key under which one process at a time creates the checkpoint tables.

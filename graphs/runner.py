@@ -22,7 +22,7 @@ from teachloop.agents.backends import Backend, LoraAdapter, build_backends
 from teachloop.agents.mastery import MasteryModel
 from teachloop.config import RunConfig
 from teachloop.domains import Domain, DomainSet, build_domains
-from teachloop.errors import BackendUnavailable
+from teachloop.errors import BackendUnavailable, CatalogUnavailable
 from teachloop.graphs.checkpoints import open_checkpointer
 from teachloop.graphs.lesson import (
     LessonAgents,
@@ -264,7 +264,8 @@ class _Runner:
             self.share = {lesson_id(self.run_id, i) for i in indices}
             self.peers_seen = self._peer_counts()
         todo = [i for i in indices if lesson_id(self.run_id, i) not in done]
-        async with open_checkpointer(cfg.db, checkpoint_serde()) as saver:
+        reconnect_s = cfg.store.reconnect_timeout_s
+        async with open_checkpointer(cfg.db, checkpoint_serde(), reconnect_s) as saver:
             self.saver = saver
             graph = build_lesson_graph(self.agents, saver)
             stop_flushing = asyncio.Event()
@@ -280,7 +281,7 @@ class _Runner:
                 async with asyncio.TaskGroup() as tasks:
                     for index in todo:
                         tasks.create_task(one(index))
-            except* BackendUnavailable as group:
+            except* (BackendUnavailable, CatalogUnavailable) as group:
                 raise group.exceptions[0] from None
             finally:
                 # Stop, don't cancel: cancelling would leave a write under way running in its
@@ -308,6 +309,8 @@ class _Runner:
                 state = snapshot.values
         except BackendUnavailable as e:  # ends the run; this lesson records why
             await self._log_unfinished(graph, thread, LessonStatus.failed, _one_line(e))
+            raise
+        except CatalogUnavailable:  # ends the run; the lesson resumes from its checkpoint
             raise
         except asyncio.CancelledError:  # Ctrl-C, or another lesson ended the run
             await self._log_unfinished(graph, thread, LessonStatus.interrupted, None)

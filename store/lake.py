@@ -78,16 +78,37 @@ def catalog_down(target: str) -> str | None:
     return None
 
 
+# Catalogs (conninfo) that a wait ran out on: later waits in this process give up at once (the
+# command is ending: its last writes must not wait again, one after another).
+_GIVEN_UP: set[str] = set()
+
+
+def catalog_deadline(conninfo: str, timeout_s: float) -> float:
+    """When a wait for the catalog that starts now gives up (``time.monotonic()``)."""
+    return time.monotonic() + (0.0 if conninfo in _GIVEN_UP else timeout_s)
+
+
+def catalog_answers(conninfo: str, answers: bool) -> None:
+    """Record that a wait for the catalog ended: it answered, or the wait ran out."""
+    if answers:
+        _GIVEN_UP.discard(conninfo)
+    else:
+        _GIVEN_UP.add(conninfo)
+
+
 def wait_for_catalog(target: str, deadline: float, reason: str) -> None:
     """Return once the lake's catalog answers; past ``deadline`` (``time.monotonic()``) raise
     ``CatalogUnavailable`` naming it and ``reason`` (what failed)."""
+    conninfo = catalog_conninfo(target)
     while (down := catalog_down(target)) is not None:
         if time.monotonic() >= deadline:
+            catalog_answers(conninfo, False)
             raise CatalogUnavailable(
                 f"the catalog of lake {redact(target)} did not come back in time ([store] "
                 f"reconnect_timeout_s): {down} (after: {reason})"
             )
         time.sleep(_POLL_S)
+    catalog_answers(conninfo, True)
 
 
 def redact(target: str) -> str:
@@ -264,7 +285,9 @@ class DuckLake:
                     again -= 1
                     continue
                 if deadline is None:
-                    deadline = time.monotonic() + self.reconnect_timeout_s
+                    deadline = catalog_deadline(
+                        catalog_conninfo(self.target), self.reconnect_timeout_s
+                    )
                 wait_for_catalog(self.target, deadline, reason)
 
     def close(self) -> None:

@@ -32,7 +32,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -40,7 +39,14 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from teachloop.errors import StoreError
-from teachloop.store.lake import RECONNECT_TIMEOUT_S, catalog_down, redact, wait_for_catalog
+from teachloop.store.lake import (
+    RECONNECT_TIMEOUT_S,
+    catalog_conninfo,
+    catalog_deadline,
+    catalog_down,
+    redact,
+    wait_for_catalog,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +91,15 @@ def writer_for(
 
 
 class _Child:
-    """A running writer process; ``stop`` ends it (its input closed, it exits)."""
+    """A running writer process; ``stop`` ends it (its input closed, it exits). ``lifeline``:
+    the write end of a pipe the child watches, which the kernel closes when this process dies
+    (even by SIGKILL): the child then exits at once, in the middle of a write too, as the write
+    would have died with this process before (a writer outliving a killed run could commit
+    while the resumed run writes the same lessons)."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], lifeline: int) -> None:
         self.proc = proc
+        self.lifeline = lifeline
         self.stderr: deque[str] = deque(maxlen=20)
         self._drainer = threading.Thread(target=self._drain, daemon=True, name="lake-writer")
         self._drainer.start()
@@ -116,6 +127,8 @@ class _Child:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+        with contextlib.suppress(OSError):
+            os.close(self.lifeline)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -134,7 +147,6 @@ class LakeWriter:
         self._lock = threading.Lock()
         self._child: _Child | None = None
         self._slot: list[_Child] = []  # what the finalizer stops
-        self._gave_up = False  # the last call waited in vain: the next ones do not wait again
         weakref.finalize(self, _stop_all, self._slot)
         self.restarts = 0  # writers started after one ended (tests read it)
 
@@ -156,7 +168,6 @@ class LakeWriter:
                     self.restarts += 1
                     continue
                 if status == "ok":
-                    self._gave_up = False
                     return value
                 # The write raised. While the catalog is unreachable that is the restart; an
                 # error while it answers is tried once more on a new writer (the restart may
@@ -171,24 +182,28 @@ class LakeWriter:
                 deadline = self._wait(deadline, reason)
 
     def _wait(self, deadline: float | None, reason: str) -> float:
+        """Wait for the catalog until ``deadline`` (set now, at a call's first failure)."""
         if deadline is None:
-            wait = 0.0 if self._gave_up else self.reconnect_timeout_s
-            deadline = time.monotonic() + wait
-        try:
-            wait_for_catalog(self.target, deadline, reason)
-        except StoreError:
-            self._gave_up = True
-            raise
+            deadline = catalog_deadline(catalog_conninfo(self.target), self.reconnect_timeout_s)
+        wait_for_catalog(self.target, deadline, reason)
         return deadline
 
     def _start(self) -> _Child:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from teachloop.store.lake_writer import serve; serve()"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        child = _Child(proc)
+        watched, lifeline = os.pipe()  # not inherited by other children (close-on-exec)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", f"from {__name__} import serve; serve({watched})"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(watched,),
+            )
+        except BaseException:
+            os.close(lifeline)
+            raise
+        finally:
+            os.close(watched)
+        child = _Child(proc, lifeline)
         self._child = child
         self._slot[:] = [child]
         _write(proc.stdin, pickle.dumps((self.target, self.data_path)))
@@ -236,10 +251,12 @@ def _read(stream: IO[bytes] | None) -> bytes:
     return data
 
 
-def serve() -> None:
-    """The writer process: open the lake, then run each call sent until the input closes."""
+def serve(lifeline: int) -> None:
+    """The writer process: open the lake, then run each call sent until the input closes; exit
+    at once when the parent dies (``lifeline`` reads end of file)."""
     global _IN_WRITER
     _IN_WRITER = True
+    threading.Thread(target=_exit_with_parent, args=(lifeline,), daemon=True).start()
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints must not corrupt the replies
     inp = sys.stdin.buffer
@@ -263,6 +280,12 @@ def serve() -> None:
             _write(out, _reply("ok", getattr(store, method)(*args, **kwargs)))
         except Exception as e:
             _write(out, _reply("error", e))
+
+
+def _exit_with_parent(lifeline: int) -> None:
+    while os.read(lifeline, 1):
+        pass
+    os._exit(70)
 
 
 def _reply(status: str, value: Any) -> bytes:

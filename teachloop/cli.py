@@ -23,7 +23,7 @@ from rich.table import Table
 
 from teachloop.config import RunConfig, db_target
 from teachloop.environment import check_torch_companions
-from teachloop.errors import ConfigError, InputFileError, TeachloopError
+from teachloop.errors import CatalogUnavailable, ConfigError, InputFileError, TeachloopError
 from teachloop.store.lake import is_lake
 from teachloop.store.store import Store
 
@@ -62,6 +62,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    except CatalogUnavailable as e:  # what was logged stays; the rest resumes
+        raise CatalogUnavailable(
+            f"{e}; logged lessons are in the lake: resume with --run-id {config.run_id}"
+        ) from None
     result.render()
     return 0 if result.lessons_failed == 0 else 1
 

@@ -19,3 +19,7 @@ class InputFileError(TeachloopError):
 
 class StoreError(TeachloopError):
     pass
+
+
+class CatalogUnavailable(StoreError):
+    """A lake's catalog (PostgreSQL) stayed unreachable longer than the store waits for it."""
