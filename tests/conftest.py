@@ -62,6 +62,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
 
     server = get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
     try:
-        yield Postgres(Path(server.get_uri().rsplit("host=", 1)[1]))
+        socket_dir = Path(server.get_uri().rsplit("host=", 1)[1])
+        yield Postgres(socket_dir, Path(server.pgdata), server.system_user)
     finally:
         server.cleanup()

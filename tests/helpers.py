@@ -176,6 +176,34 @@ def kill_three_times_then_finish(
     return out, done_before
 
 
+def assert_exact(store: Store, run_id: str, lessons: int) -> None:
+    """Every lesson complete and whole, every message and snapshot once."""
+    rows = store.query(
+        """
+        SELECT (SELECT count(*) FROM lessons WHERE run_id = $r AND status = 'complete') AS done,
+               (SELECT count(*) FROM lessons WHERE run_id = $r) AS lessons,
+               (SELECT count(*) - count(DISTINCT message_id) FROM messages) AS dup_messages,
+               (SELECT count(*) - count(DISTINCT (lesson_id, question_index)) FROM mastery)
+                   AS dup_snapshots,
+               (SELECT count(*) FROM lessons l WHERE run_id = $r AND questions <> (
+                    SELECT count(*) FROM messages m
+                    WHERE m.lesson_id = l.lesson_id AND m.kind = 'question')) AS miscounted,
+               (SELECT count(*) FROM messages q WHERE q.run_id = $r AND q.kind = 'question'
+                  AND NOT EXISTS (SELECT 1 FROM messages c WHERE c.question_id = q.message_id
+                                  AND c.kind = 'critique')) AS unjudged
+        """,
+        {"r": run_id},
+    ).to_pylist()[0]
+    assert rows == {
+        "done": lessons,
+        "lessons": lessons,
+        "dup_messages": 0,
+        "dup_snapshots": 0,
+        "miscounted": 0,
+        "unjudged": 0,
+    }
+
+
 def assert_resumed_exactly(store: Store, out: str, done_before: set[str], lessons: int) -> None:
     rows = store.query("""
         SELECT count(*) AS messages, count(DISTINCT message_id) AS ids,

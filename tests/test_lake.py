@@ -18,6 +18,7 @@ from conftest import adds_only_student, teacher_reply
 from fake_openai import FakeOpenAIServer
 from helpers import (
     CHILD_PYTHONPATH,
+    assert_exact,
     assert_resumed_exactly,
     kill_three_times_then_finish,
     lesson,
@@ -65,34 +66,6 @@ def scripted(delay_s: float = 0.0) -> dict[str, ScriptedBackend]:
     return {
         "teacher_backend": ScriptedBackend(teacher_reply, name="teacher", delay_s=delay_s),
         "student_backend": ScriptedBackend(adds_only_student, name="student", delay_s=delay_s),
-    }
-
-
-def assert_exact(store: Store, run_id: str, lessons: int) -> None:
-    """Every lesson complete and whole, every message and snapshot once."""
-    rows = store.query(
-        """
-        SELECT (SELECT count(*) FROM lessons WHERE run_id = $r AND status = 'complete') AS done,
-               (SELECT count(*) FROM lessons WHERE run_id = $r) AS lessons,
-               (SELECT count(*) - count(DISTINCT message_id) FROM messages) AS dup_messages,
-               (SELECT count(*) - count(DISTINCT (lesson_id, question_index)) FROM mastery)
-                   AS dup_snapshots,
-               (SELECT count(*) FROM lessons l WHERE run_id = $r AND questions <> (
-                    SELECT count(*) FROM messages m
-                    WHERE m.lesson_id = l.lesson_id AND m.kind = 'question')) AS miscounted,
-               (SELECT count(*) FROM messages q WHERE q.run_id = $r AND q.kind = 'question'
-                  AND NOT EXISTS (SELECT 1 FROM messages c WHERE c.question_id = q.message_id
-                                  AND c.kind = 'critique')) AS unjudged
-        """,
-        {"r": run_id},
-    ).to_pylist()[0]
-    assert rows == {
-        "done": lessons,
-        "lessons": lessons,
-        "dup_messages": 0,
-        "dup_snapshots": 0,
-        "miscounted": 0,
-        "unjudged": 0,
     }
 
 
