@@ -609,7 +609,8 @@ def test_a_lake_without_the_scale_extra_names_the_fix(
 async def test_checkpoints_are_sent_in_groups_and_read_back_at_once(postgres: Postgres) -> None:
     """The steps of one event-loop pass go to PostgreSQL as one transaction; a read in the same
     process sees every checkpoint saved before it, and another connection sees them once
-    flushed. A group that fails stops the next checkpoint call with the error."""
+    flushed. A dropped connection is replaced and its group sent again; a group that fails
+    otherwise stops the next checkpoint call with the error."""
     import psycopg
     from langgraph.checkpoint.base import empty_checkpoint
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -642,11 +643,22 @@ async def test_checkpoints_are_sent_in_groups_and_read_back_at_once(postgres: Po
             assert count == (8,)
             assert sum(groups) == 8 and len(groups) < 8, groups
 
-        with pytest.raises(psycopg.OperationalError):  # and again when the saver closes
+        # A dropped connection (a server restart) is replaced and the group sent again.
+        async with open_postgres_saver(conninfo, JsonPlusSerializer()) as saver:
+            await saver.conn.close()
+            again = empty_checkpoint()
+            await saver.aput(configs[0], again, {}, {})
+            await saver.flush()
+            assert saver.reconnects == 1
+            found_again = await saver.aget_tuple(configs[0])
+            assert found_again and found_again.checkpoint["id"] == again["id"]
+
+        with pytest.raises(psycopg.errors.UndefinedTable):  # and again when the saver closes
             async with open_postgres_saver(conninfo, JsonPlusSerializer()) as saver:
-                await saver.conn.close()  # the server goes away under a running saver
+                with psycopg.connect(conninfo, autocommit=True) as other:
+                    other.execute("DROP TABLE checkpoints")  # a group that cannot commit
                 await saver.aput(configs[0], empty_checkpoint(), {}, {})
-                with pytest.raises(psycopg.OperationalError):
+                with pytest.raises(psycopg.errors.UndefinedTable):
                     await saver.flush()
-                with pytest.raises(psycopg.OperationalError):  # the next step stops the run
+                with pytest.raises(psycopg.errors.UndefinedTable):  # the next step stops the run
                     await saver.aput(configs[0], empty_checkpoint(), {}, {})
