@@ -41,11 +41,17 @@ def pretrain_student(
     pre = config.experiment.pretrain
     if pre is None:
         raise ValueError("the config has no [experiment.pretrain]")
+    training = TrainingConfig.model_validate(
+        {**config.training.model_dump(), **pre.training, "method": "sft"}
+    )
+    # What the merged model depends on (and nothing else: the arms' [training] may change).
     settings = {
         "base": str(base_dir),
-        "pretrain": pre.model_dump(mode="json"),
-        "training": config.training.model_dump(mode="json"),
+        "topics": list(pre.topics),
+        "examples": pre.examples,
+        "training": training.model_dump(mode="json"),
         "student": config.student.model_dump(mode="json"),
+        "check": config.eval.model_dump(mode="json"),
     }
     info_path = out / INFO
     if info_path.is_file():
@@ -68,9 +74,6 @@ def pretrain_student(
         )
         for p in problems
     ]
-    training = TrainingConfig.model_validate(
-        {**config.training.model_dump(), **pre.training, "method": "sft"}
-    )
     adapter = out.with_name(out.name + ".adapter")
     if adapter.exists():
         shutil.rmtree(adapter)
