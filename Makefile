@@ -37,7 +37,7 @@ install-browser:
 	fi
 
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/teachloop loop --config examples/arithmetic.toml --db $(DEMO_DB) --rounds 1
+	HF_HUB_OFFLINE=1 $(BIN)/teachloop loop --config examples/demo.toml --db $(DEMO_DB) --rounds 1
 	$(BIN)/teachloop report --db $(DEMO_DB) --out runs/report
 	@echo
 	@echo "Every message is in $(DEMO_DB); plots and a summary are in runs/report/report.md. Try:"

@@ -16,6 +16,17 @@ def test_example_config_loads_with_paths_relative_to_the_file() -> None:
     assert "arithmetic.multiplication" in config.topics
 
 
+def test_demo_config_is_what_make_demo_runs_and_trains_by_sft() -> None:
+    # Plain DPO does not teach the embedded student (docs/experiments.md): the demo's round
+    # trains by SFT, on the config the Makefile's demo target names.
+    root = EXAMPLE.parents[1]
+    config = RunConfig.from_file(root / "examples" / "demo.toml")
+    assert config.training.method == "sft"
+    assert config.db == root / "runs" / "demo.duckdb"
+    demo_recipe = (root / "Makefile").read_text().split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert "--config examples/demo.toml" in demo_recipe
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "c.toml"
     path.write_text(text)
