@@ -123,7 +123,7 @@ class GroupedPostgresSaver(AsyncPostgresSaver):
                                 await cur.executemany(query, params)
                         break
                     except psycopg.Error as e:
-                        if not self._dropped(conn):
+                        if not await self._dropped(conn):
                             raise
                         await self._reconnect(conn, e)  # then the same group again
         except BaseException as e:
@@ -153,8 +153,19 @@ class GroupedPostgresSaver(AsyncPostgresSaver):
 
     # -- a dropped connection ------------------------------------------------------------------
 
-    def _dropped(self, conn: AsyncConnection[DictRow]) -> bool:
-        return self.conninfo is not None and (conn.broken or conn.closed)
+    async def _dropped(self, conn: AsyncConnection[DictRow]) -> bool:
+        """Whether ``conn`` is gone: marked so, or (a server drop mid-pipeline can leave it
+        looking alive with its pipeline aborted: "cannot exit pipeline mode while busy") it no
+        longer answers a ping."""
+        if self.conninfo is None:
+            return False
+        if conn.broken or conn.closed:
+            return True
+        try:
+            await asyncio.wait_for(conn.execute("SELECT 1"), timeout=5)
+        except Exception:
+            return True
+        return False
 
     async def _reconnect(self, dropped: AsyncConnection[DictRow], error: Exception) -> None:
         """Replace ``dropped`` (if no one has yet), waiting for the server to come back. Call it
@@ -197,7 +208,7 @@ class GroupedPostgresSaver(AsyncPostgresSaver):
             try:
                 return await read()
             except psycopg.Error as e:
-                if not self._dropped(conn):
+                if not await self._dropped(conn):
                     raise
                 async with self.lock:
                     await self._reconnect(conn, e)
