@@ -102,14 +102,7 @@ def test_pool_rules_pick_what_they_say_on_a_scripted_student() -> None:
     student = Student(ScriptedBackend(respond), ds, max_tokens=8)
     scored = asyncio.run(score_all(student, problems))
     items = [
-        PoolItem(
-            problem=p,
-            prompt=student.prompt(p.question, p.topic),
-            completion=student.reference_completion(p),
-            answer=s.answer,
-            correct=s.correct,
-            loss=float(i),
-        )
+        PoolItem.answered(student, p, s).model_copy(update={"loss": float(i)})
         for i, (p, s) in enumerate(zip(problems, scored, strict=True))
     ]
     assert {i.problem.topic for i in items if i.correct} == {"arithmetic.addition"}

@@ -37,6 +37,7 @@ import shutil
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -270,16 +271,7 @@ def _seed_plan(
             sources[key] = Source(examples=[_reference(student, p) for p in problems])
     items: list[PoolItem] = []
     if pool:
-        items = [
-            PoolItem(
-                problem=p,
-                prompt=student.prompt(p.question, p.topic),
-                completion=student.reference_completion(p),
-                answer=s.answer,
-                correct=s.correct,
-            )
-            for p, s in zip(pool, pool_scores, strict=True)
-        ]
+        items = [PoolItem.answered(student, p, s) for p, s in zip(pool, pool_scores, strict=True)]
         if "pool-loss" in keys:
             losses = completion_losses(start, [(i.prompt, i.completion) for i in items])
             items = [i.model_copy(update={"loss": x}) for i, x in zip(items, losses, strict=True)]
@@ -304,19 +296,9 @@ def _seed_plan(
                 examples=budget,
                 weak_topics=list(_weak(splits.validation, validation)),
             ),
-            [
-                ValidationOutcome(
-                    experiment=exp.name,
-                    seed=seed,
-                    question_index=i,
-                    topic=p.topic,
-                    difficulty=p.difficulty,
-                    question=p.question,
-                    answer=s.answer,
-                    correct=s.correct,
-                )
-                for i, (p, s) in enumerate(zip(splits.validation, validation, strict=True))
-            ],
+            _outcomes(
+                ValidationOutcome, splits.validation, validation, experiment=exp.name, seed=seed
+            ),
         )
     short = {k: len(s.examples) for k, s in sources.items() if len(s.examples) < plan.examples}
     if short:
@@ -328,6 +310,27 @@ def _seed_plan(
     return SeedData(
         plan=plan, sources=sources, pool=items, base_scores=base if needs_base else None
     )
+
+
+_Outcome = TypeVar("_Outcome", QuestionOutcome, ValidationOutcome)
+
+
+def _outcomes(
+    row: type[_Outcome], problems: list[Problem], answers: list[Scored], **keys: object
+) -> list[_Outcome]:
+    """Each problem's answer, in order, as a stored row (``keys``: the row's other columns)."""
+    return [
+        row(
+            **keys,
+            question_index=i,
+            topic=p.topic,
+            difficulty=p.difficulty,
+            question=p.question,
+            answer=a.answer,
+            correct=a.correct,
+        )
+        for i, (p, a) in enumerate(zip(problems, answers, strict=True))
+    ]
 
 
 def _weak(problems: list[Problem], scored: list[Scored]) -> tuple[str, ...]:
@@ -470,20 +473,7 @@ def _run_arm(
     )
     store.write_arm_result(
         result,
-        [
-            QuestionOutcome(
-                experiment=exp.name,
-                seed=seed,
-                arm=run.name,
-                question_index=i,
-                topic=p.topic,
-                difficulty=p.difficulty,
-                question=p.question,
-                correct=a.correct,
-                answer=a.answer,
-            )
-            for i, (p, a) in enumerate(zip(scored, answers, strict=True))
-        ],
+        _outcomes(QuestionOutcome, scored, answers, experiment=exp.name, seed=seed, arm=run.name),
         [
             ExperimentExample(
                 experiment=exp.name,

@@ -22,8 +22,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from teachloop.agents.student import Student
 from teachloop.config import PoolSelect
 from teachloop.domains import Problem
+from teachloop.training.evaluate import Scored
 
 
 class PoolItem(BaseModel):
@@ -37,6 +39,17 @@ class PoolItem(BaseModel):
     answer: str | None  # the final answer read from the student's reply
     correct: bool
     loss: float | None = None  # mean token loss of `completion` (only where a rule needs it)
+
+    @classmethod
+    def answered(cls, student: Student, problem: Problem, scored: Scored) -> PoolItem:
+        """``problem`` as ``student`` answered it (``scored``), with its reference completion."""
+        return cls(
+            problem=problem,
+            prompt=student.prompt(problem.question, problem.topic),
+            completion=student.reference_completion(problem),
+            answer=scored.answer,
+            correct=scored.correct,
+        )
 
 
 def select(pool: Sequence[PoolItem], rule: PoolSelect, seed: int) -> list[PoolItem]:
