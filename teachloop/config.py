@@ -425,6 +425,8 @@ class ExperimentConfig(_Strict):
     # Budget curves: every trained arm also trains on the first n of its examples for each n
     # here (smaller than `examples`), steps scaled to keep the epochs; results `<arm>@<n>`.
     budgets: tuple[int, ...] = ()
+    # The arms the budget curve covers (each a trained arm here); empty: every trained arm.
+    curve: tuple[str, ...] = ()
     pool: int = Field(default=256, ge=1, description="questions per seed for pool arms")
     pretrain: PretrainConfig | None = None
     # Which split the arms are scored on: "test" (reported), or "validation" (tuning runs:
@@ -460,7 +462,11 @@ class ExperimentConfig(_Strict):
         names = [a.name for a in self.arm_configs()]
         if len(set(names)) != len(names):
             raise ValueError("two arms have the same name")
-        budgets = [f"{n}@{b}" for n in names for b in self.budgets]
+        trained = [a.name for a in self.arm_configs() if a.method]
+        for name in self.curve:
+            if name not in trained:
+                raise ValueError(f"curve names {name!r}, which is not a trained arm here")
+        budgets = [f"{n}@{b}" for n in self.curve or trained for b in self.budgets]
         for name in self.primary or ():
             if name not in names and name not in budgets:
                 raise ValueError(f"primary names {name!r}, which is not an arm here")
@@ -472,6 +478,12 @@ class ExperimentConfig(_Strict):
 
     def arm_configs(self) -> list[ArmConfig]:
         return [BUILTIN_ARMS[a] if isinstance(a, str) else a for a in self.arms]
+
+    def curve_arms(self) -> list[ArmConfig]:
+        """The trained arms the budget curve covers."""
+        return [
+            a for a in self.arm_configs() if a.method and (not self.curve or a.name in self.curve)
+        ]
 
 
 LAKE_PREFIX = "ducklake:"

@@ -261,3 +261,37 @@ def test_experiment_arms_are_checked_when_the_config_is_read() -> None:
     for expected, arms in bad.items():
         with pytest.raises(ConfigError, match=expected.replace("no_such_arm", "unknown arm")):
             RunConfig.validated({"experiment": {"arms": arms}})
+
+
+def test_a_budget_curve_covers_the_arms_curve_names() -> None:
+    from teachloop.training.experiment import arm_runs
+
+    arms = ["base", "random", "failed_only", "oracle"]
+    every = RunConfig.validated({"experiment": {"arms": arms, "budgets": [8, 16]}})
+    assert [r.name for r in arm_runs(every)][4:] == [
+        "random@8",
+        "failed_only@8",
+        "oracle@8",
+        "random@16",
+        "failed_only@16",
+        "oracle@16",
+    ]
+    some = RunConfig.validated(
+        {"experiment": {"arms": arms, "budgets": [16], "curve": ["failed_only", "random"]}}
+    )
+    assert [r.name for r in arm_runs(some)] == [*arms, "random@16", "failed_only@16"]
+    assert [r.budget for r in arm_runs(some)][-2:] == [16, 16]
+    for curve, expected in ((["base"], "not a trained arm"), (["kd"], "not a trained arm")):
+        with pytest.raises(ConfigError, match=expected):
+            RunConfig.validated({"experiment": {"arms": arms, "budgets": [16], "curve": curve}})
+    with pytest.raises(ConfigError, match="primary names 'oracle@16'"):
+        RunConfig.validated(
+            {
+                "experiment": {
+                    "arms": arms,
+                    "budgets": [16],
+                    "curve": ["random"],
+                    "primary": ["oracle@16", "random"],
+                }
+            }
+        )

@@ -162,12 +162,12 @@ def run_experiment(
 
 
 def arm_runs(config: RunConfig) -> list[ArmRun]:
-    """Every result a seed produces: each arm at the full budget, then each trained arm at
-    each smaller budget of the curve."""
-    arms = config.experiment.arm_configs()
-    runs = [ArmRun(name=a.name, arm=a) for a in arms]
-    for n in sorted(config.experiment.budgets):
-        runs += [ArmRun(name=f"{a.name}@{n}", arm=a, budget=n) for a in arms if a.method]
+    """Every result a seed produces: each arm at the full budget, then each arm of the curve
+    (every trained arm unless ``curve`` names some) at each smaller budget."""
+    exp = config.experiment
+    runs = [ArmRun(name=a.name, arm=a) for a in exp.arm_configs()]
+    for n in sorted(exp.budgets):
+        runs += [ArmRun(name=f"{a.name}@{n}", arm=a, budget=n) for a in exp.curve_arms()]
     return runs
 
 
