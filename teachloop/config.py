@@ -122,7 +122,8 @@ class AgentConfig(_Strict):
 
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
     model: str = Field(default=EMBEDDED_MODEL, description="embedded name or a model directory")
-    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    # auto: bfloat16 where the CPU computes in it natively, else float32 (emulated is ~2x slower)
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     max_batch_size: int = Field(default=16, ge=1)
     api: Literal["completions", "chat"] = "completions"
     endpoints: tuple[EndpointConfig, ...] = ()

@@ -643,3 +643,20 @@ async def test_real_embedded_model_prepares_and_answers(tmp_path: Path) -> None:
     started = time.monotonic()
     assert embedded.prepare_embedded_model(tmp_path) == model_dir
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "expected"),
+    [(False, False, "float32"), (True, False, "bfloat16"), (False, True, "bfloat16")],
+)
+def test_auto_dtype_is_bfloat16_only_where_the_cpu_computes_in_it(
+    monkeypatch: pytest.MonkeyPatch, amx: bool, avx512_bf16: bool, expected: str
+) -> None:
+    import torch
+
+    from teachloop.agents.backends.transformers_backend import model_dtype
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert model_dtype("auto") == getattr(torch, expected)
+    assert model_dtype("bfloat16") == torch.bfloat16 and model_dtype("float32") == torch.float32
