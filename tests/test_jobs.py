@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from helpers import lesson
-from tiny_model import build_tiny_model
 
 from teachloop import RunConfig, Store, cli
 from teachloop.agents.backends import LoraAdapter
@@ -24,11 +23,6 @@ from teachloop.training.jobs import _eval_id, evaluate_and_promote, train
 from teachloop.training.pairs import build_pairs, unused_pairs
 
 TESTS = Path(__file__).parent
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def setup(tmp_path: Path, tiny: Path, steps: int = 2, method: str = "dpo") -> RunConfig:

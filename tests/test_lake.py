@@ -307,13 +307,6 @@ def test_migrate_both_ways_keeps_every_row(
     assert Store(back).run_summary("r") == file_store.run_summary("r")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_model import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
 def test_pairs_and_a_short_train_on_the_lake(lake: tuple[str, Path], tiny: Path) -> None:
     from teachloop.training.jobs import train
 

@@ -4,16 +4,10 @@ lessons, trains on the pairs no job used yet, gates the new version, and a rerun
 from pathlib import Path
 
 import pytest
-from tiny_model import build_tiny_model
 
 from teachloop import RunConfig, Store, cli
 from teachloop.errors import ConfigError
 from teachloop.training.loop import RoundResult, run_loop
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def loop_config(db: str | Path, tiny: Path, **more: object) -> RunConfig:
