@@ -339,3 +339,21 @@ async def test_evaluate_on_adapted_tiny_model(
         assert backend.prefills < len(problems)  # batched
     finally:
         await backend.aclose()
+
+
+def test_score_model_shows_progress_and_scores_the_same_without(
+    tiny: Path, domains: DomainSet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from teachloop.config import RunConfig
+    from teachloop.training.evaluate import score_model
+
+    config = RunConfig.validated(
+        {"topics": TOPICS, "student": {"model": str(tiny), "dtype": "float32", "max_tokens": 4}}
+    )
+    sets = [heldout_problems(domains, TOPICS, 1, seed=0), heldout_problems(domains, TOPICS, 1, 1)]
+    quiet = score_model(config, domains, sets)
+    assert capsys.readouterr().out == ""
+    shown = score_model(config, domains, sets, progress="scoring the tiny student")
+    out = capsys.readouterr().out
+    assert "scoring the tiny student" in out and "6/6" in out
+    assert shown == quiet and [len(s) for s in shown] == [3, 3]

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from teachloop.agents.student import Student
 from teachloop.config import RunConfig
@@ -79,16 +80,22 @@ class Scored(BaseModel):
     correct: bool
 
 
-async def _score(student: Student, problem: Problem) -> Scored:
+async def _score(
+    student: Student, problem: Problem, done: Callable[[], None] | None = None
+) -> Scored:
     _, final = await student.attempt(problem)
     verdict = student.domains.verify(problem, final)
+    if done is not None:
+        done()
     return Scored(answer=final, correct=verdict is not None and verdict.correct)
 
 
-async def score_all(student: Student, problems: list[Problem]) -> list[Scored]:
+async def score_all(
+    student: Student, problems: list[Problem], *, done: Callable[[], None] | None = None
+) -> list[Scored]:
     """Each problem's first attempt (in order), all asked at once through ``student``, so a
-    batching backend batches them."""
-    return list(await asyncio.gather(*(_score(student, p) for p in problems)))
+    batching backend batches them; ``done`` is called as each is scored."""
+    return list(await asyncio.gather(*(_score(student, p, done) for p in problems)))
 
 
 def score_model(
@@ -98,9 +105,11 @@ def score_model(
     *,
     model: Path | None = None,
     adapter: Path | None = None,
+    progress: str | None = None,
 ) -> list[list[Scored]]:
     """The config's student (or the model directory ``model``), plus ``adapter`` if given, on
-    each set of problems: one backend, every question asked at once so it batches them."""
+    each set of problems: one backend, every question asked at once so it batches them.
+    ``progress``: a label to show a progress bar under."""
     from teachloop.agents.backends import LoraAdapter, build_backend
 
     if model is not None:
@@ -109,14 +118,21 @@ def score_model(
     backend = build_backend(config, "student", lora)
     flat = [p for problems in problem_sets for p in problems]
 
-    async def run() -> list[Scored]:
+    async def run(done: Callable[[], None] | None) -> list[Scored]:
         try:
             await backend.check()
-            return await score_all(Student.for_config(backend, domains, config), flat)
+            return await score_all(Student.for_config(backend, domains, config), flat, done=done)
         finally:
             await backend.aclose()
 
-    scored = asyncio.run(run())
+    if progress is None:
+        scored = asyncio.run(run(None))
+    else:
+        with Progress(
+            TextColumn(progress), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+        ) as bar:
+            task = bar.add_task(progress, total=len(flat))
+            scored = asyncio.run(run(lambda: bar.advance(task)))
     out, start = [], 0
     for problems in problem_sets:
         out.append(scored[start : start + len(problems)])

@@ -252,7 +252,9 @@ def _seed_plan(
         scored if needs_base and not reuse else [],
         pool,
     ]
-    validation, base, pool_scores = score_model(config, domains, sets)
+    validation, base, pool_scores = score_model(
+        config, domains, sets, progress=f"seed {seed}: the starting student" if progress else None
+    )
     if reuse:
         base = validation
     student = Student.for_config(None, domains, config)
@@ -454,7 +456,8 @@ def _run_arm(
     if adapter is None and data.base_scores is not None:
         answers = data.base_scores
     else:
-        answers = score_model(config, domains, [scored], adapter=adapter)[0]
+        label = f"seed {seed} {run.name}: held-out" if progress else None
+        answers = score_model(config, domains, [scored], adapter=adapter, progress=label)[0]
     result = ArmResult(
         experiment=exp.name,
         seed=seed,
@@ -519,7 +522,9 @@ def _train_rounds(
     current: Path | None = None
 
     def rescore(r: int, remaining: list[PoolItem]) -> list[PoolItem]:
-        answers = score_model(config, domains, [[i.problem for i in remaining]], adapter=current)[0]
+        label = f"round {r + 1}: the rest of the pool" if progress else None
+        problems = [i.problem for i in remaining]
+        answers = score_model(config, domains, [problems], adapter=current, progress=label)[0]
         losses: list[float | None] = [None] * len(remaining)
         if arm.select == "loss":
             pairs = [(i.prompt, i.completion) for i in remaining]

@@ -90,10 +90,13 @@ def pretrain_student(
         split="pretrain-check",
         exclude={p.question for p in problems},
     )
-    profile = {
-        "base": _accuracy(check, score_model(config, domains, [check])[0]),
-        "pretrained": _accuracy(check, score_model(config, domains, [check], model=out)[0]),
-    }
+
+    def label(model: str) -> str | None:
+        return f"check split: {model}" if progress else None
+
+    before = score_model(config, domains, [check], progress=label("base"))
+    after = score_model(config, domains, [check], model=out, progress=label("pre-taught"))
+    profile = {"base": _accuracy(check, before[0]), "pretrained": _accuracy(check, after[0])}
     info = {
         "settings": settings,
         "examples": len(examples),
