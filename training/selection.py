@@ -104,9 +104,12 @@ def completion_losses(
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
             labels[i, prompt_len : len(row)] = torch.tensor(row[prompt_len:])
+        # Only the positions that predict a completion token meet the 262k-vocabulary head
+        # (most of a row is its prompt): the union over the batch's rows.
+        keep = torch.arange(min(n for _, n in rows) - 1, width - 1)
         with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        target = labels[:, 1:]
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+        target = labels[:, keep + 1]
         nll = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2), target.clamp(min=0), reduction="none"
         )
