@@ -3,6 +3,7 @@ budget it spent, and every held-out answer, so arms can be compared question by 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -145,6 +146,20 @@ class TopicShare(Row):
     share: float
 
 
+def design_changes(stored: object, now: object, path: str = "") -> list[str]:
+    """Where two designs (JSON values) differ, as ``key.path: stored then, now``."""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        keys = [*stored, *(k for k in now if k not in stored)]
+        return [
+            change
+            for k in keys
+            for change in design_changes(stored.get(k), now.get(k), f"{path}.{k}" if path else k)
+        ]
+    if stored == now:
+        return []
+    return [f"{path or 'design'}: {json.dumps(stored)} then, {json.dumps(now)} now"]
+
+
 class ExperimentLog(Connected):
     def write_experiment(self, record: ExperimentRecord, seeds: Sequence[int]) -> None:
         """Record an experiment, or add seeds to it. Its design must not change: results of
@@ -156,10 +171,12 @@ class ExperimentLog(Connected):
             ).fetchone()
             if row is not None and row[0] != record.config:
                 con.execute("ROLLBACK")
+                changed = design_changes(json.loads(row[0]), json.loads(record.config))
+                more = f"; {len(changed) - 1} more" if len(changed) > 1 else ""
                 raise StoreError(
                     f"experiment {record.experiment!r} is already in {self.location} with another "
-                    "design (arms, budget, topics or models differ): give this one another "
-                    "experiment.name"
+                    f"design ({changed[0] if changed else 'the design text'}{more}): give this "
+                    "one another experiment.name, or set those as they were"
                 )
             con.execute(
                 "UPDATE experiments SET seeds = list_sort(list_distinct(list_concat(seeds, ?))) "

@@ -145,8 +145,24 @@ def test_a_changed_design_under_the_same_name_is_refused(tmp_path, tiny) -> None
     store.write_experiment(ExperimentRecord(experiment="tiny", config=_design(more)), [5])
     assert store.query("SELECT seeds FROM experiments").to_pylist() == [{"seeds": [0, 5]}]
     bigger = config.with_overrides(experiment={**config.experiment.model_dump(), "examples": 9})
-    with pytest.raises(StoreError, match="another design"):
+    with pytest.raises(
+        StoreError, match=r"another design \(experiment.examples: \d+ then, 9 now\)"
+    ):
         store.write_experiment(ExperimentRecord(experiment="tiny", config=_design(bigger)), [0])
+
+
+def test_a_changed_design_is_named_key_by_key() -> None:
+    from teachloop.store.experiments import design_changes
+
+    stored = {"teacher": {"dtype": "bfloat16", "model": "m"}, "topics": ["a"], "seed": 1}
+    now = {"teacher": {"dtype": "auto", "model": "m"}, "topics": ["a", "b"], "new": True}
+    assert design_changes(stored, now) == [
+        'teacher.dtype: "bfloat16" then, "auto" now',
+        'topics: ["a"] then, ["a", "b"] now',
+        "seed: 1 then, null now",
+        "new: null then, true now",
+    ]
+    assert design_changes(stored, stored) == []
 
 
 def test_uniform_problems_cover_topics_and_difficulties_evenly_and_skip_held_out() -> None:
