@@ -26,10 +26,10 @@ from teachloop.config import RunConfig
 from teachloop.domains import build_domains
 from teachloop.errors import BackendUnavailable, ConfigError
 from teachloop.graphs.runner import (
-    _progress,
     _Runner,
     lesson_backends,
     lesson_id,
+    progress_bar,
     promoted_student,
     start_run,
 )
@@ -162,7 +162,7 @@ def run_lessons_on_ray(
             task.remote(config, share, version, teacher_backend, student_backend)
             for share in plan.shares
         ]
-        with _progress(progress, config.lessons, plan.resumed) as bar:
+        with progress_bar("lessons" if progress else None, config.lessons, plan.resumed) as bar:
             pending = list(refs)
             while pending:
                 _, pending = ray.wait(pending, timeout=_POLL_S)

@@ -223,7 +223,7 @@ class _Runner:
         done = self.store.finished_lessons(self.run_id)
         status = "interrupted"
         try:
-            with _progress(progress, cfg.lessons, len(done)) as bar:
+            with progress_bar("lessons" if progress else None, cfg.lessons, len(done)) as bar:
                 await self.lessons(range(cfg.lessons), bar.advance)
             status = "failed" if self.failed else "complete"
         except BackendUnavailable:
@@ -462,14 +462,14 @@ class _NoProgress:
 
 
 class _Bar:
-    def __init__(self, total: int, completed: int) -> None:
+    def __init__(self, label: str, total: int, completed: int) -> None:
         self.progress = Progress(
-            TextColumn("lessons"),
+            TextColumn(label),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
         )
-        self.task = self.progress.add_task("lessons", total=total, completed=completed)
+        self.task = self.progress.add_task(label, total=total, completed=completed)
 
     def __enter__(self) -> _Bar:
         self.progress.start()
@@ -485,5 +485,6 @@ class _Bar:
         self.progress.update(self.task, completed=completed)
 
 
-def _progress(enabled: bool, total: int, completed: int) -> _Bar | _NoProgress:
-    return _Bar(total, completed) if enabled else _NoProgress()
+def progress_bar(label: str | None, total: int, completed: int = 0) -> _Bar | _NoProgress:
+    """A bar of ``completed``/``total`` under ``label`` (``advance``, ``update``); None: none."""
+    return _Bar(label, total, completed) if label is not None else _NoProgress()

@@ -463,11 +463,11 @@ class ExperimentConfig(_Strict):
         names = [a.name for a in self.arm_configs()]
         if len(set(names)) != len(names):
             raise ValueError("two arms have the same name")
-        trained = [a.name for a in self.arm_configs() if a.method]
+        trained = {a.name for a in self.arm_configs() if a.method}
         for name in self.curve:
             if name not in trained:
                 raise ValueError(f"curve names {name!r}, which is not a trained arm here")
-        budgets = [f"{n}@{b}" for n in self.curve or trained for b in self.budgets]
+        budgets = [f"{a.name}@{b}" for a in self.curve_arms() for b in self.budgets]
         for name in self.primary or ():
             if name not in names and name not in budgets:
                 raise ValueError(f"primary names {name!r}, which is not an arm here")

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from teachloop.agents.student import Student
 from teachloop.config import RunConfig
@@ -111,6 +110,7 @@ def score_model(
     each set of problems: one backend, every question asked at once so it batches them.
     ``progress``: a label to show a progress bar under."""
     from teachloop.agents.backends import LoraAdapter, build_backend
+    from teachloop.graphs.runner import progress_bar
 
     if model is not None:
         config = config.with_overrides(student={**config.student.model_dump(), "model": str(model)})
@@ -118,21 +118,15 @@ def score_model(
     backend = build_backend(config, "student", lora)
     flat = [p for problems in problem_sets for p in problems]
 
-    async def run(done: Callable[[], None] | None) -> list[Scored]:
+    async def run(done: Callable[[], None]) -> list[Scored]:
         try:
             await backend.check()
             return await score_all(Student.for_config(backend, domains, config), flat, done=done)
         finally:
             await backend.aclose()
 
-    if progress is None:
-        scored = asyncio.run(run(None))
-    else:
-        with Progress(
-            TextColumn(progress), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-        ) as bar:
-            task = bar.add_task(progress, total=len(flat))
-            scored = asyncio.run(run(lambda: bar.advance(task)))
+    with progress_bar(progress, len(flat)) as bar:
+        scored = asyncio.run(run(bar.advance))
     out, start = [], 0
     for problems in problem_sets:
         out.append(scored[start : start + len(problems)])
