@@ -53,7 +53,7 @@ class _Probe:
         while not self._stop.wait(0.05):
             self.rss[self.done].append(process.memory_info().rss / 2**20)
 
-    def __call__(self, enabled: bool, total: int, completed: int) -> _Probe:
+    def __call__(self, label: str | None, total: int, completed: int = 0) -> _Probe:
         self.done = completed
         return self
 
@@ -100,7 +100,7 @@ def test_two_thousand_lessons_keep_memory_and_throughput_flat(
     for backend in (teacher, student):  # scripted backends keep every request: not here
         backend.requests = collections.deque(maxlen=0)  # type: ignore[assignment]
     probe = _Probe()
-    monkeypatch.setattr(runner, "_progress", probe)
+    monkeypatch.setattr(runner, "progress_bar", probe)
 
     started = time.perf_counter()
     result = run_lessons(config, teacher_backend=teacher, student_backend=student, progress=False)
