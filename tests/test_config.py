@@ -27,6 +27,16 @@ def test_demo_config_is_what_make_demo_runs_and_trains_by_sft() -> None:
     assert "--config examples/demo.toml" in demo_recipe
 
 
+@pytest.mark.parametrize("path", sorted(EXAMPLE.parent.glob("*.toml")), ids=lambda p: p.name)
+def test_every_example_config_validates_and_names_known_topics(path: Path) -> None:
+    from teachloop.domains import build_domains
+
+    config = RunConfig.from_file(path)
+    known = build_domains(config)  # raises on a topic no domain serves
+    assert all(topic in known for topic in config.topics)
+    assert config.db.is_relative_to(EXAMPLE.parents[1] / "runs")  # logs land in runs/
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "c.toml"
     path.write_text(text)
