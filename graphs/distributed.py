@@ -29,11 +29,11 @@ from teachloop.graphs.runner import (
     _Runner,
     lesson_backends,
     lesson_id,
-    progress_bar,
     promoted_student,
     start_run,
 )
 from teachloop.graphs.summary import RunResult, summarize
+from teachloop.progress import progress_bar
 from teachloop.records import ModelVersion, versioned_model
 from teachloop.store.store import Store
 

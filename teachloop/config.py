@@ -322,6 +322,13 @@ class ArmConfig(_Strict):
     the student has answered (``select``), trained on the reference answers. ``kd``: token-level
     distillation on the uniform questions, the teacher being the base weights with the solution
     in context.
+
+    ``target``: what a reference-trained arm (uniform, pool, kd, or none: the untrained
+    student) is trained toward and asked for: ``"answer"``, the bare reference answer, or
+    ``"solution"``, the domain's worked solution, the student showing its work in training and
+    evaluation alike (replies capped at the experiment's ``solution_max_tokens``). Unset: as
+    ``[student] shown_work`` says. Two arms that differ only in target train on the same
+    questions, so their difference is the explanations' alone.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -334,6 +341,7 @@ class ArmConfig(_Strict):
     rounds: int = Field(default=1, ge=1)
     lesson: dict[str, Any] = Field(default_factory=dict, description="[lesson] overrides")
     training: dict[str, Any] = Field(default_factory=dict, description="[training] overrides")
+    target: Literal["answer", "solution"] | None = None
 
     @model_validator(mode="after")
     def _method_fits_data(self) -> Self:
@@ -351,6 +359,12 @@ class ArmConfig(_Strict):
             raise ValueError(
                 f"arm {self.name}: rounds re-measure the student on a pool: data 'pool', "
                 "method 'sft' (lessons in rounds are `teachloop loop`'s)"
+            )
+        if self.target is not None and (self.data == "selective" or self.rounds > 1):
+            raise ValueError(
+                f"arm {self.name}: target applies to arms trained on reference examples in one "
+                "go (selective arms train on what the lessons' student wrote: [student] "
+                "shown_work; rounds re-measure the student as [student] says)"
             )
         if self.topics == "weak" and self.data != "uniform":
             raise ValueError(f"arm {self.name}: topics 'weak' applies to uniform data only")
@@ -384,6 +398,19 @@ BUILTIN_ARMS = {
         ArmConfig(name="student_loss", data="pool", method="sft", select="loss"),
         ArmConfig(name="correct_only", data="pool", method="sft", select="correct"),
         ArmConfig(name="oracle", data="uniform", method="sft", topics="weak"),
+        # Targets (issue 29): the same arms trained toward worked solutions, the student showing
+        # its work; base_solution is the untrained student asked the same way.
+        ArmConfig(name="base_solution", data="none", target="solution"),
+        ArmConfig(
+            name="random_solution", data="pool", method="sft", select="random", target="solution"
+        ),
+        ArmConfig(
+            name="failed_only_solution",
+            data="pool",
+            method="sft",
+            select="failed",
+            target="solution",
+        ),
     )
 }
 
@@ -429,6 +456,8 @@ class ExperimentConfig(_Strict):
     # The arms the budget curve covers (each a trained arm here); empty: every trained arm.
     curve: tuple[str, ...] = ()
     pool: int = Field(default=256, ge=1, description="questions per seed for pool arms")
+    # The student's max_tokens for arms with target "solution" (worked replies are longer).
+    solution_max_tokens: int = Field(default=128, ge=1)
     pretrain: PretrainConfig | None = None
     # Which split the arms are scored on: "test" (reported), or "validation" (tuning runs:
     # disjoint from every seed's test split by construction).

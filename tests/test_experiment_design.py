@@ -312,3 +312,51 @@ def test_a_rounds_arm_spends_the_same_budget_in_the_same_steps(tmp_path, tiny) -
     adapter = Path(results["failed_r2"].adapter_path)
     assert (adapter / "adapter_config.json").is_file()
     assert not adapter.with_name(adapter.name + ".rounds").exists()
+
+
+# -- targets -------------------------------------------------------------------------------------
+
+
+def test_solution_arms_train_the_same_questions_toward_worked_solutions(
+    tmp_path, tiny, monkeypatch
+) -> None:
+    """random and random_solution differ only in the target: the same pool questions in the same
+    order, bare answers against worked solutions, and each asked in its own form."""
+    from teachloop.training import experiment
+
+    arms = ["base", "base_solution", "random", "random_solution"]
+    cfg = config(tmp_path, tiny, arms=arms, pool=8, seeds=[0], solution_max_tokens=9)
+    asked: list[tuple[bool, int, bool]] = []  # (shown work, max_tokens, with an adapter)
+    score = experiment.score_model
+
+    def recording(config, *args, **kwargs):
+        adapter = kwargs.get("adapter") is not None
+        asked.append((config.student.shown_work, config.student.max_tokens, adapter))
+        return score(config, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "score_model", recording)
+    results = run_experiment(cfg, progress=False)
+    assert {r.arm for r in results} == set(arms)
+    # The starting student once (bare), then base_solution, random and random_solution.
+    assert sorted(asked) == sorted(
+        [(False, 6, False), (True, 9, False), (False, 6, True), (True, 9, True)]
+    )
+    examples = Store(cfg.db).experiment_examples("design")
+    bare = [e for e in examples if e.arm == "random"]
+    worked = [e for e in examples if e.arm == "random_solution"]
+    assert [e.question for e in bare] == [e.question for e in worked] and bare
+    for b, w in zip(bare, worked, strict=True):
+        assert "Answer:" not in b.completion and b.completion.strip().lstrip("-").isdigit()
+        answer = w.completion.strip().splitlines()[-1]
+        assert answer == f"Answer: {b.completion.strip()}" and len(w.completion) > len(answer)
+
+
+def test_a_target_applies_to_reference_trained_arms_only(tmp_path, tiny) -> None:
+    from teachloop.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="arm s: target applies to arms trained on reference"):
+        config(
+            tmp_path,
+            tiny,
+            arms=[{"name": "s", "data": "selective", "method": "sft", "target": "solution"}],
+        )

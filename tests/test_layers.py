@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Layer -> the layers it may import from (its own included): CONTRIBUTING's "Layout" drawing.
 MAY_IMPORT: dict[str, frozenset[str]] = {
-    # teachloop/: config, messages, records, errors, answers, domains, environment. Shared by
-    # everyone, so it depends on no area.
+    # teachloop/: config, messages, records, errors, answers, domains, environment, progress.
+    # Shared by everyone, so it depends on no area.
     "core": frozenset({"core"}),
     # Models and the agents that talk through them: backends, embedded model, serving, prompts,
     # teacher, student, mastery.

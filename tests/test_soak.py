@@ -100,7 +100,7 @@ def test_two_thousand_lessons_keep_memory_and_throughput_flat(
     for backend in (teacher, student):  # scripted backends keep every request: not here
         backend.requests = collections.deque(maxlen=0)  # type: ignore[assignment]
     probe = _Probe()
-    monkeypatch.setattr(runner, "progress_bar", probe)
+    monkeypatch.setattr(runner, "progress_bar", probe)  # the name runner.py calls
 
     started = time.perf_counter()
     result = run_lessons(config, teacher_backend=teacher, student_backend=student, progress=False)

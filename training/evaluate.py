@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from teachloop.agents.student import Student
 from teachloop.config import RunConfig
 from teachloop.domains import DomainSet, Problem, heldout_problems, heldout_questions
+from teachloop.progress import progress_bar
 
 # Float slack in the regression gate: a drop of exactly `tolerance` is within it.
 _EPSILON = 1e-9
@@ -110,7 +111,6 @@ def score_model(
     each set of problems: one backend, every question asked at once so it batches them.
     ``progress``: a label to show a progress bar under."""
     from teachloop.agents.backends import LoraAdapter, build_backend
-    from teachloop.graphs.runner import progress_bar
 
     if model is not None:
         config = config.with_overrides(student={**config.student.model_dump(), "model": str(model)})

@@ -61,10 +61,12 @@ from teachloop.training.trainer import TrainingExample, train_adapter
 
 
 class Example(BaseModel):
-    """A training example with the question it is about."""
+    """A training example with the question it is about (and the problem, for reference
+    examples: an arm with its own target renders it again)."""
 
     model_config = ConfigDict(frozen=True)
 
+    problem: Problem | None = None
     topic: str
     difficulty: int | None
     question: str
@@ -244,7 +246,7 @@ def _seed_plan(
     if any(k.startswith("pool-") for k in keys):
         pool = uniform_problems(domains, config.topics, exp.pool, seed, reserved, draw="pool")
     # The starting student, once: validation (the plan), the base arm's split, the pool.
-    needs_base = any(r.arm.method is None for r in todo)
+    needs_base = any(r.arm.method is None and arm_config(config, r.arm) is config for r in todo)
     # Scoring on validation (a tuning run), the base arm's answers are the plan's.
     reuse = plan is None and exp.evaluate_on == "validation"
     sets = [
@@ -349,6 +351,7 @@ def _weak(problems: list[Problem], scored: list[Scored]) -> tuple[str, ...]:
 
 def _reference(student: Student, problem: Problem) -> Example:
     return Example(
+        problem=problem,
         topic=problem.topic,
         difficulty=problem.difficulty,
         question=problem.question,
@@ -361,6 +364,12 @@ def _reference(student: Student, problem: Problem) -> Example:
             ),
         ),
     )
+
+
+def _retarget(student: Student, example: Example) -> Example:
+    """The reference example again, in ``student``'s form (prompt and target)."""
+    assert example.problem is not None, "only reference examples take an arm's target"
+    return _reference(student, example.problem)
 
 
 def _selective(
@@ -411,6 +420,19 @@ def _selective(
     )
 
 
+def arm_config(config: RunConfig, arm: ArmConfig) -> RunConfig:
+    """The config the arm's student is trained and asked under: ``config``, or with an arm's
+    ``target`` the student in that form (worked solutions: shown work, longer replies)."""
+    if arm.target is None or (arm.target == "solution") == config.student.shown_work:
+        return config
+    student = config.student.model_dump()
+    if arm.target == "solution":
+        student.update(shown_work=True, max_tokens=config.experiment.solution_max_tokens)
+    else:
+        student.update(shown_work=False)
+    return config.with_overrides(student=student)
+
+
 def arm_training(config: RunConfig, arm: ArmConfig, seed: int) -> TrainingConfig:
     """The arm's training settings: ``[training]``, the arm's overrides, and the seed."""
     return TrainingConfig.model_validate(
@@ -432,6 +454,7 @@ def _run_arm(
     progress: bool,
 ) -> ArmResult:
     exp, arm, plan = config.experiment, run.arm, data.plan
+    asked = arm_config(config, arm)
     started = time.perf_counter()
     adapter, source, examples, steps = None, None, [], 0
     if arm.method is not None:
@@ -449,15 +472,18 @@ def _run_arm(
             )  # fmt: skip
         else:
             examples = source.examples[:budget]
+            if asked is not config:  # the same questions, toward the arm's own target
+                student = Student.for_config(None, domains, asked)
+                examples = [_retarget(student, e) for e in examples]
             _train_arm(
                 start, arm, [e.example for e in examples], adapter, training, progress=progress
             )
     trained_s = time.perf_counter() - started
-    if adapter is None and data.base_scores is not None:
+    if adapter is None and data.base_scores is not None and asked is config:
         answers = data.base_scores
     else:
         label = f"seed {seed} {run.name}: held-out" if progress else None
-        answers = score_model(config, domains, [scored], adapter=adapter, progress=label)[0]
+        answers = score_model(asked, domains, [scored], adapter=adapter, progress=label)[0]
     result = ArmResult(
         experiment=exp.name,
         seed=seed,
