@@ -79,7 +79,7 @@ def test_repository_links_resolve(name):
 
 def test_rewritten_blocks_are_where_the_scripts_look():
     """`make bench` rewrites the table between bench markers in the file the Makefile names; the
-    measured blocks (skills, leaks, view-bench, uneven, strong) are kept once each, intact,
+    measured blocks (skills, leaks, view-bench, uneven, strong, targets) are kept once each, intact,
     somewhere."""
     makefile = (ROOT / "Makefile").read_text()
     target = re.search(r"bench/run_all\.py .*--readme (\S+)", makefile)
@@ -88,7 +88,7 @@ def test_rewritten_blocks_are_where_the_scripts_look():
     assert text.count("<!-- bench:begin -->") == 1 and text.count("<!-- bench:end -->") == 1
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
     texts = {page: page.read_text() for page in pages}
-    for block in ("skills", "leaks", "view-bench", "uneven", "strong"):
+    for block in ("skills", "leaks", "view-bench", "uneven", "strong", "targets"):
         begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
         holders = [p for p, t in texts.items() if begin in t]
         assert len(holders) == 1, f"{block} block in {holders}"
