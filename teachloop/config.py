@@ -456,8 +456,9 @@ class ExperimentConfig(_Strict):
     # The arms the budget curve covers (each a trained arm here); empty: every trained arm.
     curve: tuple[str, ...] = ()
     pool: int = Field(default=256, ge=1, description="questions per seed for pool arms")
-    # The student's max_tokens for arms with target "solution" (worked replies are longer).
-    solution_max_tokens: int = Field(default=128, ge=1)
+    # The student's max_tokens for arms with target "solution" (worked replies are longer: the
+    # built-in arithmetic's reach 189 tokens at difficulty 5).
+    solution_max_tokens: int = Field(default=192, ge=1)
     pretrain: PretrainConfig | None = None
     # Which split the arms are scored on: "test" (reported), or "validation" (tuning runs:
     # disjoint from every seed's test split by construction).
