@@ -423,14 +423,13 @@ def _selective(
 def arm_config(config: RunConfig, arm: ArmConfig) -> RunConfig:
     """The config the arm's student is trained and asked under: ``config``, or with an arm's
     ``target`` the student in that form (worked solutions: shown work, longer replies)."""
-    if arm.target is None or (arm.target == "solution") == config.student.shown_work:
+    shown = arm.target == "solution"
+    if arm.target is None or shown == config.student.shown_work:
         return config
-    student = config.student.model_dump()
-    if arm.target == "solution":
-        student.update(shown_work=True, max_tokens=config.experiment.solution_max_tokens)
-    else:
-        student.update(shown_work=False)
-    return config.with_overrides(student=student)
+    tokens = {"max_tokens": config.experiment.solution_max_tokens} if shown else {}
+    return config.with_overrides(
+        student={**config.student.model_dump(), "shown_work": shown, **tokens}
+    )
 
 
 def arm_training(config: RunConfig, arm: ArmConfig, seed: int) -> TrainingConfig:
