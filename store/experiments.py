@@ -237,6 +237,16 @@ class ExperimentLog(Connected):
         ).to_pylist()
         return SeedPlan.model_validate(rows[0]) if rows else None
 
+    def evaluated_questions(self, experiment: str, seed: int) -> list[str]:
+        """The questions a seed's arms were scored on, in order (empty before its first result):
+        what a resumed seed's remaining arms must be scored on too."""
+        rows = self.query(
+            "SELECT DISTINCT question_index, question FROM experiment_outcomes "
+            "WHERE experiment = ? AND seed = ? ORDER BY question_index",
+            [experiment, seed],
+        ).to_pylist()
+        return [r["question"] for r in rows]
+
     def experiment_examples(self, experiment: str) -> list[ExperimentExample]:
         rows = self.query(
             "SELECT * FROM experiment_examples WHERE experiment = ? ORDER BY seed, arm, position",

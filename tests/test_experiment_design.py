@@ -5,17 +5,24 @@ student, selection per example from a shared pool, budgets fixed per seed before
 import asyncio
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from teachloop import RunConfig, Store
 from teachloop.agents.backends.scripted import ScriptedBackend
 from teachloop.agents.student import Student
-from teachloop.domains import DomainSet, uniform_problems
+from teachloop.domains import DomainSet, heldout_problems, uniform_problems
 from teachloop.domains.arithmetic import ArithmeticDomain
 from teachloop.domains.units import UnitsDomain
+from teachloop.errors import TeachloopError
 from teachloop.training.evaluate import score_all
 from teachloop.training.experiment import _weak, experiment_splits, run_experiment
-from teachloop.training.pretrain import pretrain_problems, pretrain_profile, pretrain_student
+from teachloop.training.pretrain import (
+    pretrain_check,
+    pretrain_problems,
+    pretrain_profile,
+    pretrain_student,
+)
 from teachloop.training.selection import PoolItem, completion_losses, select, select_in_rounds
 
 TOPICS = ["arithmetic.addition", "arithmetic.multiplication"]
@@ -55,10 +62,19 @@ def test_each_seed_has_its_own_disjoint_validation_and_test_splits(tmp_path, tin
         assert not (test | validation) & ds.example_questions(cfg.topics)
     assert {p.question for p in s0.test} != {p.question for p in s1.test}
     assert experiment_splits(cfg, ds, 0) == s0  # deterministic
-    # What the student was pre-taught is in no split.
-    excluded = {p.question for p in s0.test[:3]}
-    again = experiment_splits(cfg, ds, 0, exclude=excluded)
-    assert not excluded & {p.question for p in again.test + again.validation}
+    # With a pre-taught student, neither what it was taught nor the check split its
+    # pre-teaching may be chosen on is in a split.
+    pre = config(tmp_path, tiny, pretrain={"topics": ["arithmetic.addition"], "examples": 40})
+    pre = pre.with_overrides(eval={**pre.eval.model_dump(), "per_topic": 30})
+    reserved = {p.question for p in pretrain_problems(pre, ds) + pretrain_check(pre, ds)}
+    assert len(reserved) == 40 + 60
+    for seed in (0, 1):
+        # Drawn alone, the seed's test split would share questions with them.
+        alone = heldout_problems(ds, TOPICS, 30, pre.eval.seed, split=f"test-s{seed}")
+        assert reserved & {p.question for p in alone}
+        split = experiment_splits(pre, ds, seed)
+        assert len(split.test) == len(split.validation) == 60
+        assert not reserved & {p.question for p in split.test + split.validation}
 
 
 def test_weak_topics_are_those_below_the_mean_on_validation() -> None:
@@ -233,6 +249,30 @@ def test_pool_arms_budgets_fixed_per_seed_and_kept_across_a_resume(tmp_path, tin
     assert {v.seed for v in validation} == {0, 1}
     test_questions = {q for qs in per_seed.values() for t in qs for q in t}
     assert not test_questions & {v.question for v in validation}
+
+
+def test_a_resumed_seed_refuses_a_split_drawn_differently(tmp_path, tiny) -> None:
+    """Arms are paired by question position: a seed resumed by a version that draws its split
+    differently stops before scoring anything, and keeps what was stored."""
+    cfg = config(tmp_path, tiny, arms=["base", "random"], pool=6, seeds=[0])
+
+    class Crash(Exception):
+        pass
+
+    def crash(result) -> None:
+        raise Crash
+
+    with pytest.raises(Crash):
+        run_experiment(cfg, progress=False, on_arm=crash)
+    with duckdb.connect(str(cfg.db)) as con:  # as if an earlier version had drawn the split
+        con.execute(
+            "UPDATE experiment_outcomes SET question = question || '?' WHERE question_index = 0"
+        )
+    with pytest.raises(TeachloopError, match="seed 0 was scored on other questions"):
+        run_experiment(cfg, progress=False)
+    store = Store(cfg.db)
+    assert [(r.seed, r.arm) for r in store.arm_results("design")] == [(0, "base")]
+    assert store.evaluated_questions("design", 0)[0].endswith("?")
 
 
 def test_failed_only_trains_on_the_pool_answers_the_student_got_wrong(tmp_path, tiny) -> None:

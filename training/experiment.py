@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -55,7 +55,7 @@ from teachloop.store.experiments import (
 )
 from teachloop.store.store import Store
 from teachloop.training.evaluate import Scored, score_model
-from teachloop.training.pretrain import pretrain_problems, pretrain_student
+from teachloop.training.pretrain import pretrain_check, pretrain_problems, pretrain_student
 from teachloop.training.selection import PoolItem, completion_losses, select, select_in_rounds
 from teachloop.training.trainer import TrainingExample, train_adapter
 
@@ -149,8 +149,9 @@ def run_experiment(
         todo = [run for run in arm_runs(config) if (seed, run.name) not in done]
         if not todo:
             continue
-        splits = experiment_splits(config, domains, seed, exclude=pretrained)
+        splits = experiment_splits(config, domains, seed)
         scored = splits.validation if exp.evaluate_on == "validation" else splits.test
+        _check_resumed_questions(store, exp.name, seed, scored)
         data = _seed_plan(
             config, store, domains, splits, start, seed, todo, pretrained, progress=progress
         )
@@ -163,6 +164,21 @@ def run_experiment(
     return store.arm_results(exp.name)
 
 
+def _check_resumed_questions(
+    store: Store, experiment: str, seed: int, scored: list[Problem]
+) -> None:
+    """A resumed seed's remaining arms must answer the questions its finished arms did (the
+    comparisons pair them by position); a split drawn differently since (another version's
+    draw) would pair unrelated questions."""
+    stored = store.evaluated_questions(experiment, seed)
+    if stored and stored != [p.question for p in scored]:
+        raise TeachloopError(
+            f"experiment {experiment!r} seed {seed} was scored on other questions than this "
+            "version draws: finish it with the version that started it, or give the "
+            "experiment another name"
+        )
+
+
 def arm_runs(config: RunConfig) -> list[ArmRun]:
     """Every result a seed produces: each arm at the full budget, then each arm of the curve
     (every trained arm unless ``curve`` names some) at each smaller budget."""
@@ -173,13 +189,14 @@ def arm_runs(config: RunConfig) -> list[ArmRun]:
     return runs
 
 
-def experiment_splits(
-    config: RunConfig, domains: DomainSet, seed: int, *, exclude: Collection[str] = ()
-) -> Splits:
+def experiment_splits(config: RunConfig, domains: DomainSet, seed: int) -> Splits:
     """Seed ``seed``'s test split (``eval.per_topic`` a topic, drawn from ``eval.seed`` and the
-    seed) and its validation split, drawn apart from the test split; neither holds a question
-    in ``exclude`` (what the student was pre-taught) or a few-shot example."""
+    seed) and its validation split, drawn apart from the test split; neither holds a few-shot
+    example or, with ``[experiment.pretrain]``, a pre-taught question or one of its check split
+    (a pre-teaching setting may be chosen on it)."""
     per_topic, base = config.eval.per_topic, config.eval.seed
+    exclude = {p.question for p in pretrain_problems(config, domains)}
+    exclude |= {p.question for p in pretrain_check(config, domains)}
     test = heldout_problems(
         domains, config.topics, per_topic, base, split=f"test-s{seed}", exclude=exclude
     )
@@ -191,8 +208,15 @@ def experiment_splits(
         split=f"validation-s{seed}",
         exclude={*exclude, *(p.question for p in test)},
     )
-    overlap = {p.question for p in test} & {p.question for p in validation}
+    test_questions, validation_questions = (
+        {p.question for p in test},
+        {p.question for p in validation},
+    )
+    overlap = test_questions & validation_questions
     assert not overlap, f"validation and test splits share {len(overlap)} questions"
+    assert not (test_questions | validation_questions) & exclude, (
+        "a split holds a reserved question"
+    )
     return Splits(validation=validation, test=test)
 
 

@@ -34,6 +34,22 @@ def pretrain_problems(config: RunConfig, domains: DomainSet) -> list[Problem]:
     return uniform_problems(domains, pre.topics, n, 0, reserved, draw="pretrain")
 
 
+def pretrain_check(config: RunConfig, domains: DomainSet) -> list[Problem]:
+    """The check split: drawn apart from the pre-teaching examples, answered by the base and the
+    pre-taught student so the stored profile shows what pre-teaching did. A pre-teaching setting
+    may be chosen on it, so an experiment's validation and test splits exclude it too."""
+    if config.experiment.pretrain is None:
+        return []
+    return heldout_problems(
+        domains,
+        config.topics,
+        config.eval.per_topic,
+        config.eval.seed,
+        split="pretrain-check",
+        exclude={p.question for p in pretrain_problems(config, domains)},
+    )
+
+
 def pretrain_student(
     config: RunConfig, domains: DomainSet, base_dir: Path, out: Path, *, progress: bool = True
 ) -> Path:
@@ -80,16 +96,7 @@ def pretrain_student(
     result = train_adapter(base_dir, examples, adapter, training, progress=progress)
     merge_adapter(base_dir, adapter, out)
     shutil.rmtree(adapter)
-    # The check split: drawn apart from the examples, evaluated with the base and the merged
-    # model, so the stored profile shows what pre-teaching did.
-    check = heldout_problems(
-        domains,
-        config.topics,
-        config.eval.per_topic,
-        config.eval.seed,
-        split="pretrain-check",
-        exclude={p.question for p in problems},
-    )
+    check = pretrain_check(config, domains)
 
     def label(model: str) -> str | None:
         return f"check split: {model}" if progress else None
@@ -120,4 +127,4 @@ def _accuracy(problems: list[Problem], scored: list[Scored]) -> dict[str, float]
     return {t: sum(c) / len(c) for t, c in topics.items()}
 
 
-__all__ = ["pretrain_problems", "pretrain_profile", "pretrain_student"]
+__all__ = ["pretrain_check", "pretrain_problems", "pretrain_profile", "pretrain_student"]
