@@ -17,7 +17,13 @@ from teachloop.store.experiments import (
     ExperimentRecord,
     QuestionOutcome,
 )
-from teachloop.training.comparison import arm_family, family, primary_of, summarize_experiment
+from teachloop.training.comparison import (
+    arm_family,
+    family,
+    primary_of,
+    summarize_experiment,
+    targets_of,
+)
 from teachloop.training.experiment_report import (
     BUDGET_PNG,
     TARGETING_PNG,
@@ -138,6 +144,19 @@ def test_arm_family_and_primary_of():
     assert primary_of('{"experiment": {"primary": null}}') is None
     assert primary_of("{}") is None
     assert primary_of(None) is None
+
+
+def test_targets_of_a_stored_design():
+    arms = ["random_solution", "random", {"name": "mine", "data": "pool", "target": "solution"}]
+    design = {"experiment": {"arms": arms}, "student": {"shown_work": False}}
+    assert targets_of(json.dumps(design)) == (
+        {"random_solution": "solution", "mine": "solution"},
+        "answer",
+    )
+    # A shown-work student answers every arm without a target in worked form.
+    design["student"]["shown_work"] = True
+    assert targets_of(json.dumps(design))[1] == "solution"
+    assert targets_of(None) == ({}, "answer")  # stored before targets existed: bare answers
 
 
 def test_primary_is_paired_per_seed_and_unadjusted(store):

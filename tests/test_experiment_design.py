@@ -15,8 +15,10 @@ from teachloop.domains import DomainSet, heldout_problems, uniform_problems
 from teachloop.domains.arithmetic import ArithmeticDomain
 from teachloop.domains.units import UnitsDomain
 from teachloop.errors import TeachloopError
+from teachloop.training.comparison import summarize_experiment
 from teachloop.training.evaluate import score_all
 from teachloop.training.experiment import _weak, experiment_splits, run_experiment
+from teachloop.training.experiment_report import render_markdown
 from teachloop.training.pretrain import (
     pretrain_check,
     pretrain_problems,
@@ -389,6 +391,15 @@ def test_solution_arms_train_the_same_questions_toward_worked_solutions(
         assert "Answer:" not in b.completion and b.completion.strip().lstrip("-").isdigit()
         answer = w.completion.strip().splitlines()[-1]
         assert answer == f"Answer: {b.completion.strip()}" and len(w.completion) > len(answer)
+    # The report says which target each arm had.
+    summary = summarize_experiment(Store(cfg.db), "design", resamples=100)
+    assert {a.arm: a.target for a in summary.arms} == {
+        "base": "answer",
+        "base_solution": "solution",
+        "random": "answer",
+        "random_solution": "solution",
+    }
+    assert "| random_solution | pool | sft | solution | 1 |" in render_markdown(summary)
 
 
 def test_a_target_applies_to_reference_trained_arms_only(tmp_path, tiny) -> None:

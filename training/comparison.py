@@ -27,6 +27,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict
 
+from teachloop.config import BUILTIN_ARMS
 from teachloop.store.experiments import Discordance
 from teachloop.store.store import Store
 from teachloop.training.stats import Interval, SeedPaired, holm, mean_interval, seed_paired
@@ -55,6 +56,7 @@ class ArmSummary(_Model):
     family: str  # the arm's name without a budget suffix (`@<examples>`)
     data: str
     method: str | None
+    target: str  # what it trained toward and answered in: "answer" or "solution" (shown work)
     seeds: int
     accuracy: Interval  # over seeds
     topics: dict[str, Interval]
@@ -136,6 +138,25 @@ def primary_of(design: str | None) -> tuple[str, str] | None:
     return str(arm), str(reference)
 
 
+def targets_of(design: str | None) -> tuple[dict[str, str], str]:
+    """Each arm's target in a stored design (its ``target``; built-in arms by name), and the
+    default for the rest: the form ``[student] shown_work`` gives. Read leniently, so designs
+    stored before targets existed read as bare answers."""
+    data = json.loads(design) if design else {}
+    student = data.get("student") or {}
+    default = "solution" if student.get("shown_work") else "answer"
+    targets = {}
+    for arm in (data.get("experiment") or {}).get("arms") or []:
+        if isinstance(arm, str):
+            builtin = BUILTIN_ARMS.get(arm)
+            name, target = arm, builtin.target if builtin else None
+        else:
+            name, target = arm.get("name"), arm.get("target")
+        if name and target:
+            targets[name] = target
+    return targets, default
+
+
 def summarize_experiment(
     store: Store, experiment: str, *, resamples: int = 10_000
 ) -> ExperimentSummary:
@@ -143,7 +164,9 @@ def summarize_experiment(
     if not results:
         raise ValueError(f"experiment {experiment!r} has no results in {store.location}")
     arms = list(dict.fromkeys(r.arm for r in results))
-    primary = primary_of(store.experiment_design(experiment))
+    design = store.experiment_design(experiment)
+    primary = primary_of(design)
+    targets, default_target = targets_of(design)
     if primary is not None:
         reference: str | None = primary[1]
     else:
@@ -167,6 +190,7 @@ def summarize_experiment(
                 family=arm_family(arm)[0],
                 data=rows[0].data,
                 method=rows[0].method,
+                target=targets.get(arm_family(arm)[0], default_target),
                 seeds=len(rows),
                 accuracy=mean_interval(list(accuracy[(arm, OVERALL)].values())),
                 topics={t: mean_interval(list(accuracy[(arm, t)].values())) for t in topics},

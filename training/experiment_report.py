@@ -176,6 +176,7 @@ def arms_table(summary: ExperimentSummary) -> TextTable:
             arm.arm,
             arm.data,
             arm.method or "-",
+            arm.target,
             str(arm.seeds),
             _accuracy(arm.accuracy),
             f"{arm.examples:.0f}",
@@ -189,9 +190,11 @@ def arms_table(summary: ExperimentSummary) -> TextTable:
     return TextTable(
         title="Arms",
         note=f"Seeds: {seeds}. Held-out accuracy in %, mean over seeds with a 95% t-interval "
-        "(none with one seed); the budget as the mean over seeds.",
+        "(none with one seed); target: what the arm trained toward and answered in (the bare "
+        "answer, or a worked solution with the work shown); the budget as the mean over seeds.",
         header=[
-            *("arm", "data", "method", "seeds", "accuracy % [95% CI]", "examples", "steps"),
+            *("arm", "data", "method", "target", "seeds", "accuracy % [95% CI]", "examples"),
+            "steps",
             *("teacher tokens", "data s", "train s"),
         ],
         rows=rows,
