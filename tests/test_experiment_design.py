@@ -253,6 +253,28 @@ def test_pool_arms_budgets_fixed_per_seed_and_kept_across_a_resume(tmp_path, tin
     assert not test_questions & {v.question for v in validation}
 
 
+def test_a_reasoning_gym_skill_mix_runs_as_an_experiment(tmp_path, tiny) -> None:
+    """Real tasks as topics: the pool and the splits come from the tasks' generators, arms
+    train on the tasks' reference answers, and each task's verifier scores its questions."""
+    skills = ["reasoning_gym.letter_counting", "reasoning_gym.spell_backward"]
+    arms = ["base", "random", "failed_only", "oracle"]
+    cfg = config(tmp_path, tiny, arms=arms, pool=8, seeds=[0]).with_overrides(topics=skills)
+    results = run_experiment(cfg, progress=False)
+    assert {r.arm for r in results} == set(arms)
+    assert {r.questions for r in results} == {8}
+    store = Store(cfg.db)
+    examples = store.experiment_examples("design")
+    assert {e.topic for e in examples} <= set(skills) and examples
+    for e in examples:  # a count of letters, or the word spelled backward
+        answer = e.completion.strip()
+        if e.topic.endswith("spell_backward"):
+            assert answer == e.question.rsplit(": ", 1)[1][::-1]
+        else:
+            assert answer.isdigit()
+    topics = store.query("SELECT DISTINCT topic FROM experiment_outcomes").to_pylist()
+    assert {t["topic"] for t in topics} == set(skills)
+
+
 def test_a_resumed_seed_refuses_a_split_drawn_differently(tmp_path, tiny) -> None:
     """Arms are paired by question position: a seed resumed by a version that draws its split
     differently stops before scoring anything, and keeps what was stored."""
