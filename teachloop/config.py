@@ -460,6 +460,10 @@ class ExperimentConfig(_Strict):
     # built-in arithmetic's reach 189 tokens at difficulty 5).
     solution_max_tokens: int = Field(default=192, ge=1)
     pretrain: PretrainConfig | None = None
+    # Every draw of the experiment (pre-teaching and its check, the splits, the pool, uniform
+    # data) at difficulties 1..max_difficulty only: where the arms train is where they are
+    # scored. None: each topic's full range.
+    max_difficulty: int | None = Field(default=None, ge=1)
     # Which split the arms are scored on: "test" (reported), or "validation" (tuning runs:
     # disjoint from every seed's test split by construction).
     evaluate_on: Literal["test", "validation"] = "test"
@@ -493,6 +497,13 @@ class ExperimentConfig(_Strict):
         names = [a.name for a in self.arm_configs()]
         if len(set(names)) != len(names):
             raise ValueError("two arms have the same name")
+        if self.max_difficulty is not None and any(
+            a.data == "selective" for a in self.arm_configs()
+        ):
+            raise ValueError(
+                "max_difficulty caps the experiment's own draws; selective arms' lessons climb "
+                "the teacher's staircase uncapped: leave one of them out"
+            )
         trained = {a.name for a in self.arm_configs() if a.method}
         for name in self.curve:
             if name not in trained:

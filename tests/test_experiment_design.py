@@ -14,7 +14,7 @@ from teachloop.agents.student import Student
 from teachloop.domains import DomainSet, heldout_problems, uniform_problems
 from teachloop.domains.arithmetic import ArithmeticDomain
 from teachloop.domains.units import UnitsDomain
-from teachloop.errors import TeachloopError
+from teachloop.errors import ConfigError, TeachloopError
 from teachloop.training.comparison import summarize_experiment
 from teachloop.training.evaluate import score_all
 from teachloop.training.experiment import _weak, experiment_splits, run_experiment
@@ -253,6 +253,23 @@ def test_pool_arms_budgets_fixed_per_seed_and_kept_across_a_resume(tmp_path, tin
     assert not test_questions & {v.question for v in validation}
 
 
+def test_max_difficulty_caps_every_draw_where_the_arms_are_scored(tmp_path, tiny) -> None:
+    capped = domains().capped(2)
+    assert capped.domain_for("arithmetic.addition").max_difficulty("arithmetic.addition") == 2
+    problems = uniform_problems(capped, TOPICS, 40, 0, ())
+    assert {p.difficulty for p in problems} == {1, 2}
+    assert all(capped.verify(p, p.answer).correct for p in problems)  # the domain's own checks
+    cfg = config(tmp_path, tiny, arms=["base", "oracle"], seeds=[0], max_difficulty=1)
+    run_experiment(cfg, progress=False)
+    store = Store(cfg.db)
+    scored = store.query("SELECT DISTINCT difficulty FROM experiment_outcomes").to_pylist()
+    assert scored == [{"difficulty": 1}]
+    assert {e.difficulty for e in store.experiment_examples("design")} == {1}
+    assert {v.difficulty for v in store.validation_outcomes("design")} == {1}
+    with pytest.raises(ConfigError, match="max_difficulty caps the experiment's own draws"):
+        config(tmp_path, tiny, arms=["base", "selective_sft"], max_difficulty=2)
+
+
 def test_a_reasoning_gym_skill_mix_runs_as_an_experiment(tmp_path, tiny) -> None:
     """Real tasks as topics: the pool and the splits come from the tasks' generators, arms
     train on the tasks' reference answers, and each task's verifier scores its questions."""
@@ -425,7 +442,6 @@ def test_solution_arms_train_the_same_questions_toward_worked_solutions(
 
 
 def test_a_target_applies_to_reference_trained_arms_only(tmp_path, tiny) -> None:
-    from teachloop.errors import ConfigError
 
     with pytest.raises(ConfigError, match="arm s: target applies to arms trained on reference"):
         config(

@@ -139,6 +139,8 @@ def run_experiment(
     )
     out = out or store.home / "experiments" / exp.name
     domains = build_domains(config)
+    if exp.max_difficulty is not None:
+        domains = domains.capped(exp.max_difficulty)
     start = resolve_model_path(config.student.model)
     pretrained = {p.question for p in pretrain_problems(config, domains)}
     if exp.pretrain is not None:
@@ -224,6 +226,8 @@ def _design(config: RunConfig) -> str:
     """What makes results comparable: everything but the seeds (more seeds may be added)."""
     data = json.loads(config.model_dump_json(exclude={"db", "run_id"}))
     data["experiment"].pop("seeds")
+    if data["experiment"]["max_difficulty"] is None:  # as designs stored before it existed
+        del data["experiment"]["max_difficulty"]
     return json.dumps(data, sort_keys=True)
 
 

@@ -69,6 +69,8 @@ def pretrain_student(
         "student": config.student.model_dump(mode="json"),
         "check": config.eval.model_dump(mode="json"),
     }
+    if config.experiment.max_difficulty is not None:  # (absent: as stored before it existed)
+        settings["max_difficulty"] = config.experiment.max_difficulty
     info_path = out / INFO
     if info_path.is_file():
         info = json.loads(info_path.read_text())

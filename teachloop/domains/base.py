@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -265,6 +266,12 @@ class DomainSet:
     def verify(self, problem: Problem, final_answer: str | None) -> Verdict | None:
         return self.domain_for(problem.topic).verify(problem, final_answer)
 
+    def capped(self, top: int) -> DomainSet:
+        """These domains with every topic's difficulties capped at ``top`` (a topic's own top if
+        lower): every draw (held-out splits, pools, uniform data) and the teacher's staircase
+        stay at or below it."""
+        return DomainSet(cast(Domain, _Capped(d, top)) for d in self.domains)
+
     def example_questions(self, topics: Iterable[str]) -> frozenset[str]:
         """The question texts of the topics' few-shot examples (in either answer form): never
         asked in a lesson or held out, since the student's prompt shows their answers."""
@@ -274,3 +281,17 @@ class DomainSet:
             for shown_work in (False, True)
             for p in self.domain_for(topic).examples(topic, shown_work)
         )
+
+
+class _Capped:
+    """A domain whose topics stop at difficulty ``top``; everything else is the domain's own
+    (a proxy, not a subclass, so no method falls back to ``Domain``'s defaults)."""
+
+    def __init__(self, domain: Domain, top: int) -> None:
+        self._domain, self._top = domain, top
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._domain, name)
+
+    def max_difficulty(self, topic: str) -> int:
+        return min(self._top, self._domain.max_difficulty(topic))
