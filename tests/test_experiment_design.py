@@ -292,9 +292,11 @@ def test_a_reasoning_gym_skill_mix_runs_as_an_experiment(tmp_path, tiny) -> None
     assert {t["topic"] for t in topics} == set(skills)
 
 
-def test_a_resumed_seed_refuses_a_split_drawn_differently(tmp_path, tiny) -> None:
-    """Arms are paired by question position: a seed resumed by a version that draws its split
-    differently stops before scoring anything, and keeps what was stored."""
+@pytest.mark.parametrize("table", ["experiment_outcomes", "experiment_validation"])
+def test_a_resumed_seed_refuses_a_split_drawn_differently(tmp_path, tiny, table) -> None:
+    """Arms are paired by question position, and a seed's plan comes from its validation split:
+    a seed resumed by a version that draws either split differently stops before scoring
+    anything, and keeps what was stored."""
     cfg = config(tmp_path, tiny, arms=["base", "random"], pool=6, seeds=[0])
 
     class Crash(Exception):
@@ -306,14 +308,13 @@ def test_a_resumed_seed_refuses_a_split_drawn_differently(tmp_path, tiny) -> Non
     with pytest.raises(Crash):
         run_experiment(cfg, progress=False, on_arm=crash)
     with duckdb.connect(str(cfg.db)) as con:  # as if an earlier version had drawn the split
-        con.execute(
-            "UPDATE experiment_outcomes SET question = question || '?' WHERE question_index = 0"
-        )
+        con.execute(f"UPDATE {table} SET question = question || '?' WHERE question_index = 0")
     with pytest.raises(TeachloopError, match="seed 0 was scored on other questions"):
         run_experiment(cfg, progress=False)
     store = Store(cfg.db)
     assert [(r.seed, r.arm) for r in store.arm_results("design")] == [(0, "base")]
-    assert store.evaluated_questions("design", 0)[0].endswith("?")
+    if table == "experiment_outcomes":
+        assert store.evaluated_questions("design", 0)[0].endswith("?")
 
 
 def test_failed_only_trains_on_the_pool_answers_the_student_got_wrong(tmp_path, tiny) -> None:

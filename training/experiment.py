@@ -153,7 +153,7 @@ def run_experiment(
             continue
         splits = experiment_splits(config, domains, seed)
         scored = splits.validation if exp.evaluate_on == "validation" else splits.test
-        _check_resumed_questions(store, exp.name, seed, scored)
+        _check_resumed_questions(store, exp.name, seed, splits, scored)
         data = _seed_plan(
             config, store, domains, splits, start, seed, todo, pretrained, progress=progress
         )
@@ -167,13 +167,16 @@ def run_experiment(
 
 
 def _check_resumed_questions(
-    store: Store, experiment: str, seed: int, scored: list[Problem]
+    store: Store, experiment: str, seed: int, splits: Splits, scored: list[Problem]
 ) -> None:
     """A resumed seed's remaining arms must answer the questions its finished arms did (the
-    comparisons pair them by position); a split drawn differently since (another version's
-    draw) would pair unrelated questions."""
+    comparisons pair them by position), and its plan must come from this validation split; a
+    split drawn differently since (another version's draw) would pair unrelated questions."""
     stored = store.evaluated_questions(experiment, seed)
-    if stored and stored != [p.question for p in scored]:
+    validation = [v.question for v in store.validation_outcomes(experiment) if v.seed == seed]
+    if (stored and stored != [p.question for p in scored]) or (
+        validation and validation != [p.question for p in splits.validation]
+    ):
         raise TeachloopError(
             f"experiment {experiment!r} seed {seed} was scored on other questions than this "
             "version draws: finish it with the version that started it, or give the "

@@ -268,8 +268,8 @@ class DomainSet:
 
     def capped(self, top: int) -> DomainSet:
         """These domains with every topic's difficulties capped at ``top`` (a topic's own top if
-        lower): every draw (held-out splits, pools, uniform data) and the teacher's staircase
-        stay at or below it."""
+        lower): whatever draws from them (held-out splits, pools, uniform data, the teacher's
+        staircase) stays at or below it."""
         return DomainSet(cast(Domain, _Capped(d, top)) for d in self.domains)
 
     def example_questions(self, topics: Iterable[str]) -> frozenset[str]:
