@@ -99,7 +99,7 @@ def fill(store: Store, name: str, design: dict) -> None:
                     teacher_tokens=25 * (budget or 0) if family_ == "selective_sft" else 0,
                     data_wall_s=1.0,
                     train_wall_s=2.0,
-                    eval_wall_s=0.5,
+                    eval_wall_s=3.0,
                     questions=4,
                     correct=sum(correct),
                     adapter_path=None,
@@ -252,6 +252,9 @@ def test_report_states_the_primary_before_any_number(store, tmp_path):
         "0.2254",
     ]
     assert "exploratory" not in text
+    arms = tables(summary)[2]
+    assert arms.header[-3:] == ["data s", "train s", "eval s"]
+    assert {tuple(row[-3:]) for row in arms.rows} == {("1", "2", "3")}
     # the per-seed table: seed 2's McNemar
     assert tables(summary)[1].rows[2] == ["2", "4", "25.0", "75.0", "+50.0", "3", "1", "0.6250"]
     path = write_experiment_report(summary, tmp_path)

@@ -71,6 +71,7 @@ class ArmSummary(_Model):
     teacher_tokens: float
     data_wall_s: float
     train_wall_s: float
+    eval_wall_s: float
 
 
 class Comparison(_Model):
@@ -206,6 +207,7 @@ def summarize_experiment(
                 teacher_tokens=_mean([r.teacher_tokens for r in rows]),
                 data_wall_s=_mean([r.data_wall_s for r in rows]),
                 train_wall_s=_mean([r.train_wall_s for r in rows]),
+                eval_wall_s=_mean([r.eval_wall_s for r in rows]),
             )
         )
 

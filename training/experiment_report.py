@@ -184,6 +184,7 @@ def arms_table(summary: ExperimentSummary) -> TextTable:
             f"{arm.teacher_tokens:.0f}",
             f"{arm.data_wall_s:.0f}",
             f"{arm.train_wall_s:.0f}",
+            f"{arm.eval_wall_s:.0f}",
         ]
         for arm in summary.arms
     ]
@@ -191,11 +192,12 @@ def arms_table(summary: ExperimentSummary) -> TextTable:
         title="Arms",
         note=f"Seeds: {seeds}. Held-out accuracy in %, mean over seeds with a 95% t-interval "
         "(none with one seed); target: what the arm trained toward and answered in (the bare "
-        "answer, or a worked solution with the work shown); the budget as the mean over seeds.",
+        "answer, or a worked solution with the work shown); the budget and the seconds (making the "
+        "data, training, scoring the held-out split) as the mean over seeds.",
         header=[
             *("arm", "data", "method", "target", "seeds", "accuracy % [95% CI]", "examples"),
             "steps",
-            *("teacher tokens", "data s", "train s"),
+            *("teacher tokens", "data s", "train s", "eval s"),
         ],
         rows=rows,
     )
