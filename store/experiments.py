@@ -67,6 +67,14 @@ class SeedPlan(Row):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class SeedQuestions(Row):
+    """The questions a seed was scored on (its arms' split, in order) and its starting
+    student's validation questions (in order); empty before they were stored."""
+
+    scored: list[str]
+    validation: list[str]
+
+
 class ExperimentExample(Row):
     """One example an arm trained on, in training order (a budget n takes the first n)."""
 
@@ -237,15 +245,21 @@ class ExperimentLog(Connected):
         ).to_pylist()
         return SeedPlan.model_validate(rows[0]) if rows else None
 
-    def evaluated_questions(self, experiment: str, seed: int) -> list[str]:
-        """The questions a seed's arms were scored on, in order (empty before its first result):
-        what a resumed seed's remaining arms must be scored on too."""
+    def seed_questions(self, experiment: str, seed: int) -> SeedQuestions:
+        """What a resumed seed's remaining arms must be scored on, and its plan drawn from."""
         rows = self.query(
-            "SELECT DISTINCT question_index, question FROM experiment_outcomes "
-            "WHERE experiment = ? AND seed = ? ORDER BY question_index",
-            [experiment, seed],
+            """
+            SELECT
+              coalesce((SELECT list(question ORDER BY question_index) FROM (
+                  SELECT DISTINCT question_index, question FROM experiment_outcomes
+                  WHERE experiment = $experiment AND seed = $seed)), []) AS scored,
+              coalesce((SELECT list(question ORDER BY question_index)
+                  FROM experiment_validation
+                  WHERE experiment = $experiment AND seed = $seed), []) AS validation
+            """,
+            {"experiment": experiment, "seed": seed},
         ).to_pylist()
-        return [r["question"] for r in rows]
+        return SeedQuestions.model_validate(rows[0])
 
     def experiment_examples(self, experiment: str) -> list[ExperimentExample]:
         rows = self.query(

@@ -26,6 +26,7 @@ from teachloop.store.experiments import (
     ExperimentRecord,
     QuestionOutcome,
     SeedPlan,
+    SeedQuestions,
     TopicShare,
     TrainedShare,
     ValidationOutcome,
@@ -177,7 +178,7 @@ class LogStore(Protocol):
 
     def seed_plan(self, experiment: str, seed: int) -> SeedPlan | None: ...
 
-    def evaluated_questions(self, experiment: str, seed: int) -> list[str]: ...
+    def seed_questions(self, experiment: str, seed: int) -> SeedQuestions: ...
 
     def experiment_examples(self, experiment: str) -> list[ExperimentExample]: ...
 

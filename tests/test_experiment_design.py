@@ -313,8 +313,10 @@ def test_a_resumed_seed_refuses_a_split_drawn_differently(tmp_path, tiny, table)
         run_experiment(cfg, progress=False)
     store = Store(cfg.db)
     assert [(r.seed, r.arm) for r in store.arm_results("design")] == [(0, "base")]
-    if table == "experiment_outcomes":
-        assert store.evaluated_questions("design", 0)[0].endswith("?")
+    stored = store.seed_questions("design", 0)
+    assert len(stored.scored) == len(stored.validation) == 8
+    altered = stored.scored if table == "experiment_outcomes" else stored.validation
+    assert altered[0].endswith("?")
 
 
 def test_failed_only_trains_on_the_pool_answers_the_student_got_wrong(tmp_path, tiny) -> None:

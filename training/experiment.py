@@ -172,10 +172,9 @@ def _check_resumed_questions(
     """A resumed seed's remaining arms must answer the questions its finished arms did (the
     comparisons pair them by position), and its plan must come from this validation split; a
     split drawn differently since (another version's draw) would pair unrelated questions."""
-    stored = store.evaluated_questions(experiment, seed)
-    validation = [v.question for v in store.validation_outcomes(experiment) if v.seed == seed]
-    if (stored and stored != [p.question for p in scored]) or (
-        validation and validation != [p.question for p in splits.validation]
+    stored = store.seed_questions(experiment, seed)
+    if (stored.scored and stored.scored != [p.question for p in scored]) or (
+        stored.validation and stored.validation != [p.question for p in splits.validation]
     ):
         raise TeachloopError(
             f"experiment {experiment!r} seed {seed} was scored on other questions than this "
